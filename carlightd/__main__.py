@@ -1,0 +1,5 @@
+import sys
+
+from carlightd.cli import main
+
+sys.exit(main())

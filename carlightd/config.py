@@ -1,0 +1,292 @@
+"""The configuration: one typed, validated, frozen object built at start-up (DESIGN §6).
+
+Sources, strongest first: environment variables `CARLIGHTD_SECTION__KEY`, then the TOML file.
+The MQTT password may come only from the environment or from `mqtt.password_file`; a password
+written into the TOML file is refused, so it never ends up in a repository.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from carlightd.domain import Ignition
+
+ENV_PREFIX = "CARLIGHTD_"
+CONFIG_PATH_ENV = "CARLIGHTD_CONFIG"
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    check_hostname: bool = True
+
+
+class MQTTConfig(_Section):
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    base_topic: str = Field(default="carlightd", min_length=1, pattern=r"^[^#+\x00]+$")
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    tls: TLSConfig = TLSConfig()
+
+    @field_validator("base_topic")
+    @classmethod
+    def _no_slash_at_ends(cls, value: str) -> str:
+        if value.startswith("/") or value.endswith("/"):
+            raise ValueError("must not start or end with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MQTTConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give either a password (from the environment) or password_file")
+        return self
+
+
+class VehicleConfig(_Section):
+    id: Identifier = "demo-car"
+    ignition: Ignition = Ignition.RUN
+
+
+class DiagnosticsConfig(_Section):
+    cycle_s: float = Field(default=1.0, gt=0.0, le=3600.0)
+    read_timeout_s: float = Field(default=0.25, gt=0.0, le=60.0)
+    confirm_cycles: int = Field(default=3, ge=1, le=1000)
+    heal_cycles: int = Field(default=3, ge=1, le=1000)
+    telemetry_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    state_dir: Path = Path("state")
+
+    @model_validator(mode="after")
+    def _timeout_fits_in_cycle(self) -> DiagnosticsConfig:
+        if self.read_timeout_s >= self.cycle_s:
+            raise ValueError("read_timeout_s must be shorter than cycle_s")
+        return self
+
+
+class SimulationConfig(_Section):
+    seed: int = Field(default=1, ge=0)
+    # Multiplies every sensor's noise; 0 gives exact readings. Above 2 the self-tests' margins
+    # (about five standard deviations at 1) would start raising false faults on a healthy car.
+    noise: float = Field(default=1.0, ge=0.0, le=2.0)
+    profile: Literal["drive", "steady"] = "drive"
+
+
+class CommandsConfig(_Section):
+    enabled: bool = True
+
+
+class HomeAssistantConfig(_Section):
+    discovery: bool = True
+    prefix: str = Field(default="homeassistant", min_length=1, pattern=r"^[^#+\x00]+$")
+    # "device": one message per vehicle (Home Assistant 2024.11 and newer);
+    # "entity": one message per entity, for older installations.
+    mode: Literal["device", "entity"] = "device"
+
+
+LampFunction = Literal[
+    "headlamp", "high_beam", "tail", "brake", "turn_left", "turn_right", "reverse", "license_plate"
+]
+
+
+class LampConfig(_Section):
+    kind: Literal["lamp"]
+    id: Identifier
+    function: LampFunction
+    technology: Literal["incandescent", "led"] = "incandescent"
+    # Below 2 W a lamp draws so little that sense noise could pass for a dim lamp.
+    power_w: float = Field(ge=2.0, le=200.0)
+    controller: Identifier = "bcm"
+
+
+class BatteryConfig(_Section):
+    kind: Literal["battery"]
+    id: Identifier
+    capacity_ah: float = Field(default=60.0, gt=1.0, le=400.0)
+    internal_resistance_mohm: float = Field(default=5.0, gt=0.5, le=20.0)
+    initial_soc: float = Field(default=0.85, ge=0.3, le=1.0)
+
+
+class AlternatorConfig(_Section):
+    kind: Literal["alternator"]
+    id: Identifier
+    rated_current_a: float = Field(default=120.0, gt=10.0, le=400.0)
+    setpoint_v: float = Field(default=14.2, ge=13.5, le=14.8)
+
+
+class ControllerConfig(_Section):
+    kind: Literal["controller"]
+    id: Identifier
+
+
+ComponentConfig = Annotated[
+    LampConfig | BatteryConfig | AlternatorConfig | ControllerConfig,
+    Field(discriminator="kind"),
+]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    mqtt: MQTTConfig = MQTTConfig()
+    vehicle: VehicleConfig = VehicleConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    simulation: SimulationConfig = SimulationConfig()
+    commands: CommandsConfig = CommandsConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    components: list[ComponentConfig] = Field(min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init arguments; the environment must win over them.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _one_coherent_car(self) -> Settings:
+        ids = Counter(component.id for component in self.components)
+        repeated = sorted(name for name, count in ids.items() if count > 1)
+        if repeated:
+            raise ValueError(f"component ids must be unique; repeated: {', '.join(repeated)}")
+        for kind in ("battery", "alternator"):
+            count = sum(1 for component in self.components if component.kind == kind)
+            if count != 1:
+                raise ValueError(f"the car needs exactly one {kind} component, found {count}")
+        controllers = {c.id for c in self.components if c.kind == "controller"}
+        for component in self.components:
+            if component.kind == "lamp" and component.controller not in controllers:
+                raise ValueError(
+                    f"lamp {component.id!r} names controller {component.controller!r}, "
+                    "which is not a controller component"
+                )
+        return self
+
+    def mqtt_password(self) -> str | None:
+        """The broker password from the environment or the password file, never from the TOML."""
+        if self.mqtt.password is not None:
+            return self.mqtt.password.get_secret_value()
+        if self.mqtt.password_file is not None:
+            return self.mqtt.password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists (dotted field path, what is wrong)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {message}" for path, message in problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+def packaged_default() -> Path:
+    """The default car that ships inside the package (also at config/carlightd.toml)."""
+    with resources.as_file(resources.files("carlightd") / "data" / "carlightd.toml") as path:
+        return Path(path)
+
+
+def resolve_path(explicit: Path | None) -> Path:
+    """--config, then $CARLIGHTD_CONFIG, then the packaged default."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(CONFIG_PATH_ENV)
+    if from_env:
+        return Path(from_env)
+    return packaged_default()
+
+
+def load(explicit: Path | None = None) -> Settings:
+    """Read, merge and validate the configuration, or raise ConfigError naming every bad field."""
+    path = resolve_path(explicit)
+    source = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(source, [("(file)", "no such file")]) from None
+    except OSError as error:
+        raise ConfigError(source, [("(file)", error.strerror or str(error))]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, [("(file)", "not UTF-8 text")]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, [("(file)", f"not valid TOML: {error}")]) from None
+    return from_mapping(raw, source)
+
+
+def from_mapping(raw: dict[str, Any], source: str = "(mapping)") -> Settings:
+    mqtt = raw.get("mqtt")
+    if isinstance(mqtt, dict) and "password" in mqtt:
+        raise ConfigError(
+            source,
+            [
+                (
+                    "mqtt.password",
+                    "must not be written in the config file; set CARLIGHTD_MQTT__PASSWORD "
+                    "or mqtt.password_file",
+                )
+            ],
+        )
+    try:
+        return Settings(**raw)
+    except ValidationError as error:
+        raise ConfigError(source, describe(error)) from None
+
+
+def describe(error: ValidationError) -> list[tuple[str, str]]:
+    """Pydantic's errors as (dotted path, message), with list indexes kept: components.3.power_w."""
+    problems = []
+    for item in error.errors(include_url=False):
+        # Discriminated unions add the tag to the path (components.3.lamp.power_w); drop it.
+        loc = [str(part) for part in item["loc"]]
+        if len(loc) >= 3 and loc[0] == "components" and loc[2] in _KIND_TAGS:
+            del loc[2]
+        path = ".".join(loc) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "value_error":
+            message = str(item.get("ctx", {}).get("error", message))
+        problems.append((path, message))
+    return problems
+
+
+_KIND_TAGS = {"lamp", "battery", "alternator", "controller"}
