@@ -1,0 +1,52 @@
+"""JSON Schemas of the configuration and of every payload of the MQTT contract, from the models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from carlightd.config import Settings
+from carlightd.service.commands import ClearFaults, InjectFault, Repair, SetIgnition
+from carlightd.service.payloads import (
+    ComponentPayload,
+    ErrorResponse,
+    EventPayload,
+    FaultsPayload,
+    OkResponse,
+    TelemetryPayload,
+)
+
+MODELS: dict[str, type[BaseModel]] = {
+    "config": Settings,
+    "faults": FaultsPayload,
+    "component": ComponentPayload,
+    "event": EventPayload,
+    "telemetry": TelemetryPayload,
+    "response-ok": OkResponse,
+    "response-error": ErrorResponse,
+    "request-inject_fault": InjectFault,
+    "request-repair": Repair,
+    "request-clear_faults": ClearFaults,
+    "request-set_ignition": SetIgnition,
+}
+
+
+def all_schemas() -> dict[str, dict[str, Any]]:
+    return {name: model.model_json_schema() for name, model in MODELS.items()}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in all_schemas().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(render(schema), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,173 @@
+"""Commands on `ROOT/request/{command}` (DESIGN §5): parsing, and carrying them out.
+
+Anything malformed gets an error response naming the problem; nothing a request says can stop the
+daemon. Parsing is pure (`parse_request`), so it can be fuzzed without a broker.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from carlightd.config import describe
+from carlightd.diagnostics.diagnoser import CycleReport
+from carlightd.domain import Ignition, UnknownFailureError
+from carlightd.service.payloads import ErrorResponse, OkResponse, Transaction
+from carlightd.vehicle.car import Car, UnknownPartError
+
+MAX_REQUEST_BYTES = 4096
+MAX_TRANSACTION_CHARS = 128
+DISABLED = "commands are disabled on this daemon ([commands] enabled = false)"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    transaction: str | int | None = Field(default=None, description="echoed in the response")
+
+
+class InjectFault(_Request):
+    component: str = Field(min_length=1, max_length=64)
+    failure: str = Field(min_length=1, max_length=64)
+
+
+class Repair(_Request):
+    component: str = Field(min_length=1, max_length=64)
+
+
+class ClearFaults(_Request):
+    pass
+
+
+class SetIgnition(_Request):
+    state: Literal["off", "on", "run"]
+
+
+Request = InjectFault | Repair | ClearFaults | SetIgnition
+
+REQUESTS: dict[str, type[Request]] = {
+    "inject_fault": InjectFault,
+    "repair": Repair,
+    "clear_faults": ClearFaults,
+    "set_ignition": SetIgnition,
+}
+
+
+class CommandError(Exception):
+    """A request that cannot be carried out; `transaction` is echoed when it could be read."""
+
+    def __init__(self, message: str, transaction: Transaction = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transaction = transaction
+
+
+def _transaction_of(body: dict[str, Any]) -> Transaction:
+    value = body.get("transaction")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_TRANSACTION_CHARS:
+        return value
+    return None
+
+
+def parse_request(command: str, payload: bytes) -> Request:
+    """Turn raw bytes into a request, or raise CommandError saying precisely what is wrong."""
+    if command not in REQUESTS:
+        known = ", ".join(REQUESTS)
+        raise CommandError(f"unknown command {command[:64]!r}; known: {known}")
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise CommandError(f"request is {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CommandError(f"payload is not UTF-8 text (byte {error.start})") from None
+    if not text.strip():
+        text = "{}"  # an empty body is an empty object: `clear_faults` needs nothing
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CommandError(f"payload is not JSON: {error.msg} at character {error.pos}") from None
+    if not isinstance(body, dict):
+        raise CommandError(f"payload must be a JSON object, not {_json_type(body)}")
+    transaction = _transaction_of(body)
+    if "transaction" in body and transaction is None and body["transaction"] is not None:
+        raise CommandError(
+            f"transaction: must be a string of at most {MAX_TRANSACTION_CHARS} characters "
+            "or an integer"
+        )
+    try:
+        return REQUESTS[command].model_validate(body)
+    except ValidationError as error:
+        problems = "; ".join(f"{path}: {message}" for path, message in describe(error))
+        raise CommandError(problems, transaction) from None
+
+
+def _json_type(value: object) -> str:
+    match value:
+        case list():
+            return "an array"
+        case str():
+            return "a string"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case None:
+            return "null"
+    return type(value).__name__
+
+
+class Workshop(Protocol):
+    """What commands act on: the car, and clearing the fault memory."""
+
+    car: Car
+
+    async def clear_faults(self) -> CycleReport: ...
+
+
+class CommandHandler:
+    def __init__(self, workshop: Workshop, *, enabled: bool) -> None:
+        self.workshop = workshop
+        self.enabled = enabled
+
+    async def handle(self, command: str, payload: bytes) -> OkResponse | ErrorResponse:
+        """Never raises for anything a request can contain."""
+        if not self.enabled:
+            try:
+                transaction = parse_request(command, payload).transaction
+            except CommandError as error:
+                transaction = error.transaction
+            return ErrorResponse(error=DISABLED, transaction=transaction)
+        try:
+            request = parse_request(command, payload)
+            data = await self._execute(request)
+        except CommandError as error:
+            return ErrorResponse(error=error.message, transaction=error.transaction)
+        return OkResponse(data=data, transaction=request.transaction)
+
+    async def _execute(self, request: Request) -> dict[str, Any]:
+        car = self.workshop.car
+        try:
+            match request:
+                case InjectFault(component=component, failure=failure):
+                    car.inject(component, failure)
+                    return {"component": component, "failure": failure}
+                case Repair(component=component):
+                    car.repair(component)
+                    return {"component": component}
+                case ClearFaults():
+                    report = await self.workshop.clear_faults()
+                    return {"cleared": len(report.events)}
+                case SetIgnition(state=state):
+                    car.set_ignition(Ignition(state))
+                    return {"ignition": state}
+        except UnknownPartError as error:
+            raise CommandError(f"component: {error.message}", request.transaction) from None
+        except UnknownFailureError as error:
+            raise CommandError(f"failure: {error}", request.transaction) from None
+        raise CommandError("unhandled command", request.transaction)  # pragma: no cover

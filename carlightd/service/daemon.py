@@ -1,0 +1,258 @@
+"""Assembling the daemon from a configuration: car, sensors, diagnoser, memory, loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from carlightd import config, logs
+from carlightd.config import Settings
+from carlightd.diagnostics.diagnoser import CycleReport, Diagnoser
+from carlightd.diagnostics.memory import FaultEvent, FaultMemory
+from carlightd.diagnostics.persistence import StateRejectedError, StateStore
+from carlightd.service import health
+from carlightd.service.commands import CommandHandler
+from carlightd.service.cycle import CycleRunner, CycleSink
+from carlightd.service.mqtt import Publisher
+from carlightd.service.outbox import Outbox
+from carlightd.service.systemd import Notifier
+from carlightd.vehicle.car import Car
+from carlightd.vehicle.readout import SimulatedSensorBus
+
+log = logs.get("carlightd.daemon")
+HEARTBEAT_EVERY_S = 1.0
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    car: Car
+    diagnoser: Diagnoser
+    runner: CycleRunner
+
+    async def clear_faults(self) -> CycleReport:
+        return await self.runner.clear_faults()
+
+
+def build(settings: Settings, sink: CycleSink) -> Daemon:
+    diagnostics = settings.diagnostics
+    car = Car(
+        settings.components,
+        seed=settings.simulation.seed,
+        noise=settings.simulation.noise,
+        ignition=settings.vehicle.ignition,
+        profile=settings.simulation.profile,
+    )
+    memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
+    # Made now, so a state directory that cannot exist stops the start, not the first fault.
+    diagnostics.state_dir.mkdir(parents=True, exist_ok=True)
+    store = StateStore(diagnostics.state_dir, settings.vehicle.id)
+    undelivered: list[FaultEvent] = []
+    try:
+        undelivered = store.load(memory)
+    except StateRejectedError as error:
+        log.error(
+            "state_rejected",
+            path=str(error.path),
+            problem=error.problem,
+            moved_to=str(error.moved_to),
+        )
+    else:
+        if memory.records or memory.seq:
+            log.info(
+                "state_restored",
+                faults=len(memory.records),
+                seq=memory.seq,
+                undelivered_events=len(undelivered),
+            )
+    diagnoser = Diagnoser(settings, memory)
+    runner = CycleRunner(
+        car=car,
+        bus=SimulatedSensorBus(car),
+        diagnoser=diagnoser,
+        store=store,
+        sink=sink,
+        cycle_s=diagnostics.cycle_s,
+        read_timeout_s=diagnostics.read_timeout_s,
+        outbox=Outbox(undelivered),
+    )
+    return Daemon(settings, car, diagnoser, runner)
+
+
+class Service:
+    """The daemon on the wire: the cycle loop and the MQTT publisher, stopped together; it tells
+    systemd how it is doing, writes a heartbeat, and takes a new configuration on reload."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        heartbeat: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.heartbeat = heartbeat
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.publisher = Publisher(settings)
+        self.daemon = build(settings, sink=self.publisher)
+        runner = self.daemon.runner
+        self.handler = CommandHandler(self.daemon, enabled=settings.commands.enabled)
+        self.publisher.handler = self.handler
+        self.publisher.outbox = runner.outbox
+        self.publisher.persist = runner.save
+        runner.on_cycle = self._after_cycle
+        self.stop = asyncio.Event()
+        self._ready = False
+        self._status = ""
+        self._heartbeat_at = float("-inf")
+
+    def _status_line(self, report: CycleReport) -> str:
+        mqtt = "connected" if self.publisher.connected else "disconnected"
+        return f"cycle {report.cycle}, {len(report.faults)} faults, MQTT {mqtt}"
+
+    def _after_cycle(self, report: CycleReport, on_time: bool) -> None:
+        status = self._status_line(report)
+        if not self._ready:
+            self.notifier.ready(status)
+            self._ready = True
+        elif status.split(", ", 1)[1] != self._status.split(", ", 1)[-1]:
+            self.notifier.status(status)  # only when faults or connection change
+        self._status = status
+        if on_time:  # a loop that runs late or not at all stops the pings: systemd steps in
+            self.notifier.watchdog()
+        # At most one heartbeat file a second: a fast cycle need not mean a busy disk.
+        now = time.monotonic()
+        if not self.heartbeat or now - self._heartbeat_at < HEARTBEAT_EVERY_S:
+            return
+        self._heartbeat_at = now
+        try:
+            health.write(
+                self.settings.diagnostics.state_dir,
+                health.Heartbeat(
+                    at=report.at,
+                    cycle=report.cycle,
+                    cycle_s=self.daemon.runner.cycle_s,
+                    mqtt_connected=self.publisher.connected,
+                    faults=len(report.faults),
+                ),
+            )
+        except OSError as error:
+            log.error("heartbeat_failed", error=str(error))
+
+    def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP). A bad one is logged and the old one stays."""
+        self.notifier.reloading()
+        try:
+            new = config.load(self.config_path)
+        except config.ConfigError as error:
+            log.error(
+                "reload_rejected",
+                source=error.source,
+                problems=[f"{path}: {message}" for path, message in error.problems],
+            )
+            self.notifier.ready(self._status or "reload rejected")
+            return False
+        applied, refused = self._apply(new)
+        log.info("reloaded", applied=applied, needs_restart=refused)
+        self.notifier.ready(self._status or "reloaded")
+        return True
+
+    def _apply(self, new: Settings) -> tuple[list[str], list[str]]:
+        old = self.settings
+        applied: list[str] = []
+        refused: list[str] = []
+        # Identity and the car itself: changing them live would mix two cars' fault memories.
+        for name, before, after in (
+            ("vehicle.id", old.vehicle.id, new.vehicle.id),
+            ("diagnostics.state_dir", old.diagnostics.state_dir, new.diagnostics.state_dir),
+            ("components", old.components, new.components),
+            ("simulation.seed", old.simulation.seed, new.simulation.seed),
+        ):
+            if before != after:
+                refused.append(name)
+        if refused:  # keep the identity of the running car; apply the rest
+            new = new.model_copy(
+                update={
+                    "vehicle": new.vehicle.model_copy(update={"id": old.vehicle.id}),
+                    "components": old.components,
+                    "diagnostics": new.diagnostics.model_copy(
+                        update={"state_dir": old.diagnostics.state_dir}
+                    ),
+                    "simulation": new.simulation.model_copy(update={"seed": old.simulation.seed}),
+                }
+            )
+        runner, memory, car = self.daemon.runner, self.daemon.diagnoser.memory, self.daemon.car
+        diagnostics = new.diagnostics
+        if diagnostics != old.diagnostics:
+            runner.set_period(diagnostics.cycle_s, diagnostics.read_timeout_s)
+            memory.confirm_cycles = diagnostics.confirm_cycles
+            memory.heal_cycles = diagnostics.heal_cycles
+            applied.append("diagnostics")
+        if new.simulation != old.simulation:
+            car.profile = new.simulation.profile
+            car.set_noise(new.simulation.noise)
+            applied.append("simulation")
+        if new.commands != old.commands:
+            self.handler.enabled = new.commands.enabled
+            applied.append("commands")
+        if new.vehicle.ignition != old.vehicle.ignition:
+            applied.append("vehicle.ignition (the initial key position; no effect until restart)")
+        self.settings = new
+        self.daemon.settings = new
+        if new.mqtt != old.mqtt:
+            self.publisher.reconfigure(new)  # reconnects; the fault memory stays as it is
+            applied.append("mqtt")
+        else:
+            self.publisher.settings = new
+            self.publisher.telemetry_s = diagnostics.telemetry_s
+            if new.homeassistant != old.homeassistant:
+                # Discovery on, off (removes the entities) or switched between modes.
+                self.publisher.announce_to_home_assistant()
+                applied.append("homeassistant")
+        return applied, refused
+
+    async def run(self) -> None:
+        log.info(
+            "started",
+            vehicle=self.settings.vehicle.id,
+            components=len(self.settings.components),
+            cycle_s=self.settings.diagnostics.cycle_s,
+            ignition=str(self.settings.vehicle.ignition),
+            root=self.publisher.topics.root,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.daemon.runner.run(self.stop), name="cycle")
+                group.create_task(self.publisher.run(self.stop), name="mqtt")
+        finally:
+            self.notifier.stopping()
+        log.info("stopped", cycles=self.daemon.diagnoser.cycle)
+
+
+async def run(settings: Settings, config_path: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT; the entry point owns the signal handlers, not the library."""
+    service = Service(settings, config_path=config_path)
+    # Everything built so far lives as long as the process: keep the collector from walking it on
+    # every collection (each cycle makes a few thousand short-lived objects).
+    gc.collect()
+    gc.freeze()
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        service.notifier.stopping()
+        service.stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    try:
+        await service.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
