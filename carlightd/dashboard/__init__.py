@@ -1,0 +1,1 @@
+"""The instrument-cluster web dashboard (`carlightd dashboard`)."""
