@@ -1,0 +1,260 @@
+"""Configuration: bad values exit 2 naming the field; the environment wins over the file."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from carlightd import cli, config, schemas
+
+DEFAULT = tomllib.loads(config.packaged_default().read_text())
+KNOWN_KEYS = config.load(config.packaged_default()).model_dump()
+FIRST_LAMP = next(i for i, c in enumerate(DEFAULT["components"]) if c["kind"] == "lamp")
+
+
+def write(tmp_path: Path, raw: dict[str, Any], name: str = "car.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def with_value(path: tuple[str | int, ...], value: object) -> dict[str, Any]:
+    raw: dict[str, Any] = json.loads(json.dumps(DEFAULT))
+    node: Any = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return raw
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+not_ident = st.text(min_size=1, max_size=10).filter(
+    lambda s: not all(c.islower() or c.isdigit() or c in "_-" for c in s) or s[0] in "_-"
+)
+BAD_VALUES: list[tuple[tuple[str | int, ...], st.SearchStrategy[Any]]] = [
+    (("mqtt", "port"), st.integers(max_value=0) | st.integers(min_value=65536, max_value=2**40)),
+    (("mqtt", "port"), st.text(min_size=1).filter(lambda s: not s.strip().isdigit())),
+    (
+        ("mqtt", "keepalive_s"),
+        st.integers(max_value=4) | st.integers(min_value=3601, max_value=9**9),
+    ),
+    (("mqtt", "base_topic"), st.sampled_from(["", "/lead", "trail/", "a/#", "a/+/b"])),
+    (("vehicle", "id"), not_ident),
+    (("vehicle", "ignition"), st.text().filter(lambda s: s not in ("off", "on", "run"))),
+    (("diagnostics", "cycle_s"), finite.filter(lambda x: x <= 0.0)),
+    (("diagnostics", "confirm_cycles"), st.integers(max_value=0)),
+    (("diagnostics", "heal_cycles"), st.integers(min_value=1001, max_value=2**31)),
+    (
+        ("simulation", "noise"),
+        finite.filter(lambda x: x > 2.0 or x < 0.0),
+    ),
+    (("simulation", "seed"), st.integers(max_value=-1)),
+    (("components", FIRST_LAMP, "power_w"), finite.filter(lambda x: x < 2.0)),
+    (
+        ("components", FIRST_LAMP, "technology"),
+        st.text().filter(lambda s: s not in ("led", "incandescent")),
+    ),
+]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=st.sampled_from(BAD_VALUES).flatmap(lambda c: st.tuples(st.just(c[0]), c[1])))
+def test_bad_value_exits_2_naming_the_field(
+    case: tuple[tuple[str | int, ...], Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, value = case
+    config_file = write(tmp_path, with_value(path, value))
+    assert cli.main(["check-config", "--config", str(config_file)]) == 2
+    err = capsys.readouterr().err
+    dotted = ".".join(str(p) for p in path)
+    assert f"  {dotted}: " in err, err
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    section=st.sampled_from(
+        ["mqtt", "vehicle", "diagnostics", "simulation", "commands", "homeassistant"]
+    ),
+    key=st.from_regex(r"[a-z][a-z_]{0,12}", fullmatch=True),
+)
+def test_unknown_keys_are_named(
+    section: str, key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = json.loads(json.dumps(DEFAULT))
+    if key in KNOWN_KEYS[section]:
+        return
+    raw.setdefault(section, {})[key] = 1
+    assert cli.main(["check-config", "--config", str(write(tmp_path, raw))]) == 2
+    assert f"  {section}.{key}: unknown key" in capsys.readouterr().err
+
+
+def test_every_bad_field_is_listed_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = with_value(("mqtt", "port"), 0)
+    raw["diagnostics"]["confirm_cycles"] = 0
+    raw["components"].append({"kind": "fridge", "id": "x"})
+    assert cli.main(["check-config", "--config", str(write(tmp_path, raw))]) == 2
+    err = capsys.readouterr().err
+    assert "  mqtt.port: " in err
+    assert "  diagnostics.confirm_cycles: " in err
+    assert f"  components.{len(raw['components']) - 1}: " in err
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda raw: raw["components"].append(dict(raw["components"][-1])),
+            "repeated: license_plate",
+        ),
+        (lambda raw: raw["components"].pop(1), "exactly one battery"),
+        (
+            lambda raw: raw["components"][FIRST_LAMP].update(controller="nobody"),
+            "names controller 'nobody'",
+        ),
+        (
+            lambda raw: raw["diagnostics"].update(read_timeout_s=5.0),
+            "read_timeout_s must be shorter",
+        ),
+        (lambda raw: raw["mqtt"].update(password="hunter2"), "mqtt.password: must not be written"),
+    ],
+)
+def test_whole_car_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate: Any, message: str
+) -> None:
+    raw = json.loads(json.dumps(DEFAULT))
+    mutate(raw)
+    assert cli.main(["check-config", "--config", str(write(tmp_path, raw))]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "hunter2" not in err
+
+
+def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = with_value(("mqtt", "port"), 1883)
+    raw["mqtt"]["host"] = "broker.example"
+    monkeypatch.setenv("CARLIGHTD_MQTT__PORT", "1884")
+    monkeypatch.setenv("CARLIGHTD_DIAGNOSTICS__CONFIRM_CYCLES", "7")
+    monkeypatch.setenv("CARLIGHTD_VEHICLE__ID", "car-42")
+    loaded = config.load(write(tmp_path, raw))
+    assert loaded.mqtt.port == 1884
+    assert loaded.mqtt.host == "broker.example"  # untouched keys keep the file's value
+    assert loaded.diagnostics.confirm_cycles == 7
+    assert loaded.vehicle.id == "car-42"
+
+
+def test_bad_environment_value_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CARLIGHTD_MQTT__PORT", "not-a-port")
+    assert cli.main(["check-config"]) == 2
+    assert "  mqtt.port: " in capsys.readouterr().err
+
+
+def test_password_only_from_environment_or_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CARLIGHTD_MQTT__PASSWORD", "s3cret")
+    loaded = config.load(write(tmp_path, DEFAULT))
+    assert loaded.mqtt_password() == "s3cret"
+    assert "s3cret" not in repr(loaded)
+    assert "s3cret" not in str(loaded.model_dump())
+    monkeypatch.delenv("CARLIGHTD_MQTT__PASSWORD")
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")
+    raw = with_value(("mqtt", "password_file"), str(secret))
+    assert config.load(write(tmp_path, raw)).mqtt_password() == "from-file"
+
+
+def test_config_path_resolution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CARLIGHTD_CONFIG", raising=False)
+    assert cli.main(["check-config"]) == 0
+    assert "18 components" in capsys.readouterr().out
+    other = write(tmp_path, with_value(("vehicle", "id"), "from-env-path"))
+    monkeypatch.setenv("CARLIGHTD_CONFIG", str(other))
+    assert config.load().vehicle.id == "from-env-path"
+    # An explicit path that does not exist is an error, never a silent default.
+    assert cli.main(["check-config", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "broken.toml").write_text("[mqtt\nport = ")
+    assert cli.main(["check-config", "--config", str(tmp_path / "broken.toml")]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_the_packaged_default_describes_the_documented_car() -> None:
+    loaded = config.load(config.packaged_default())
+    assert [c.id for c in loaded.components] == [
+        "bcm",
+        "battery",
+        "alternator",
+        "headlamp_left",
+        "headlamp_right",
+        "high_beam_left",
+        "high_beam_right",
+        "tail_left",
+        "tail_right",
+        "brake_left",
+        "brake_right",
+        "brake_center",
+        "turn_front_left",
+        "turn_front_right",
+        "turn_rear_left",
+        "turn_rear_right",
+        "reverse",
+        "license_plate",
+    ]
+    repo_copy = Path(__file__).parents[1] / "config" / "carlightd.toml"
+    assert repo_copy.read_text() == config.packaged_default().read_text()
+
+
+def test_schema_prints_the_configuration_and_every_payload(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["config"]["properties"]) == {
+        "mqtt",
+        "vehicle",
+        "diagnostics",
+        "simulation",
+        "commands",
+        "homeassistant",
+        "components",
+    }
+    assert "discriminator" in json.dumps(printed["config"])
+    assert set(printed["faults"]["properties"]) == {
+        "vehicle",
+        "updated_at",
+        "warning_lamps",
+        "faults",
+    }
+    assert {"event", "component", "telemetry", "request-inject_fault"} <= set(printed)
+
+
+def test_schemas_in_docs_are_up_to_date() -> None:
+    """docs/schemas/ is generated from the models: `carlightd schema --write docs/schemas`."""
+    directory = Path(__file__).parents[1] / "docs" / "schemas"
+    for name, schema in schemas.all_schemas().items():
+        path = directory / f"{name}.schema.json"
+        assert path.exists(), f"{path} missing: run `carlightd schema --write docs/schemas`"
+        assert path.read_text() == schemas.render(schema), (
+            f"{path} is out of date: run `carlightd schema --write docs/schemas`"
+        )
+    stale = {p.name for p in directory.glob("*.schema.json")} - {
+        f"{name}.schema.json" for name in schemas.all_schemas()
+    }
+    assert not stale, f"schemas for models that no longer exist: {stale}"

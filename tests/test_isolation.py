@@ -1,0 +1,167 @@
+"""The isolation matrix: for every single failure of every part, exactly that part is the root cause
+and nothing else is blamed; then dependent symptoms, and a seeded set of double failures."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from carlightd.diagnostics.isolation import Topology, isolate
+from carlightd.diagnostics.selftests import NO_ANSWER, PASSED, SelfTestResult, Verdict
+from carlightd.domain import FAILURES, Ignition, Kind, LampReading
+from tests.simulate import Bench, settings
+
+CONFIRM = settings().diagnostics.confirm_cycles
+KINDS = Bench().car.kinds
+SINGLE = [(part, failure) for part, kind in KINDS.items() for failure in FAILURES[kind]]
+ENGINE_ONLY = {"no_output", "undercharging", "overcharging", "diode_failure"}
+
+
+@pytest.mark.parametrize(("part", "failure"), SINGLE)
+def test_single_failure_engine_running(part: str, failure: str) -> None:
+    bench = Bench(seed=11, ignition=Ignition.RUN)
+    bench.run(2)
+    bench.car.inject(part, failure)
+    report = bench.run(CONFIRM + 2)
+    assert report.root_causes() == {part: failure}
+    assert [(f.component, f.status) for f in report.faults] == [(part, "confirmed")]
+    assert report.components[part].status == "failed"
+    others = {pid: s.status for pid, s in report.components.items() if pid != part}
+    if KINDS[part] is Kind.CONTROLLER:
+        # A dead controller: its lamps cannot be measured, so they are untested, never failed.
+        lamps = [pid for pid, kind in KINDS.items() if kind is Kind.LAMP]
+        assert all(others[pid] == "untested" for pid in lamps)
+        assert all(
+            report.components[pid].reason == f"controller {part} unreachable" for pid in lamps
+        )
+        assert others["battery"] == "ok"
+        assert others["alternator"] == "ok"
+    else:
+        assert set(others.values()) == {"ok"}
+
+
+@pytest.mark.parametrize(("part", "failure"), SINGLE)
+def test_single_failure_engine_off(part: str, failure: str) -> None:
+    """Key on, engine off: the alternator cannot be judged, so its electrical failures are not
+    seen (and nothing else is blamed for them); everything else is found as with the engine on."""
+    bench = Bench(seed=12, ignition=Ignition.ON)
+    bench.run(2)
+    bench.car.inject(part, failure)
+    report = bench.run(CONFIRM + 2)
+    if KINDS[part] is Kind.ALTERNATOR and failure in ENGINE_ONLY:
+        assert report.faults == []
+        assert report.components[part].status == "untested"
+        assert report.components[part].reason == "engine not running"
+    else:
+        assert report.root_causes() == {part: failure}
+        assert len(report.faults) == 1
+
+
+def test_flat_battery_blames_no_lamp() -> None:
+    bench = Bench(ignition=Ignition.ON, profile="steady")
+    bench.car.inject("battery", "discharged")
+    report = bench.run(CONFIRM + 2)
+    assert report.root_causes() == {"battery": "discharged"}
+    # Every lamp really is dimmer than on a charged battery, and none is blamed for it.
+    headlamp = report.components["headlamp_left"]
+    assert headlamp.status == "ok"
+    assert isinstance(headlamp.reading, LampReading)
+    assert headlamp.reading.supply_v < 12.0
+    lamps_and_controller = [pid for pid, k in KINDS.items() if k in (Kind.LAMP, Kind.CONTROLLER)]
+    assert all(report.components[pid].status == "ok" for pid in lamps_and_controller)
+
+
+def test_battery_drained_by_failed_alternator_is_its_consequence() -> None:
+    bench = Bench(ignition=Ignition.RUN)
+    bench.car.battery.soc = 0.17  # just above "discharged"; 35 A of loads will get it there
+    bench.car.inject("alternator", "no_output")
+    seen_battery = None
+    for _ in range(600):
+        report = bench.cycle()
+        battery = [f for f in report.faults if f.component == "battery"]
+        if battery and battery[0].status == "confirmed":
+            seen_battery = battery[0]
+            break
+    assert seen_battery is not None, "the battery never ran flat"
+    assert seen_battery.failure == "discharged"
+    assert seen_battery.consequence_of == "alternator"
+    assert report.root_causes() == {"alternator": "no_output"}
+    assert report.components["battery"].consequence_of == "alternator"
+    # The engine stops: the alternator can no longer be tested, but its fault is remembered and the
+    # flat battery stays its consequence.
+    bench.car.set_ignition(Ignition.ON)
+    report = bench.run(3)
+    assert report.components["alternator"].status == "failed"
+    battery_fault = next(f for f in report.faults if f.component == "battery")
+    assert battery_fault.consequence_of == "alternator"
+
+
+def expected_roots(pair: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The specification of double failures, written independently of the implementation:
+    a dead controller hides its lamps; an alternator that does not charge makes a flat battery
+    its consequence. Returns (roots, consequences: part -> root part)."""
+    injected = dict(pair)
+    roots = dict(injected)
+    consequences: dict[str, str] = {}
+    if injected.get("bcm") == "no_response":
+        for part in list(roots):
+            if KINDS[part] is Kind.LAMP:
+                del roots[part]
+    alternator = injected.get("alternator")
+    if alternator in {"no_output", "undercharging", "diode_failure"} and (
+        injected.get("battery") == "discharged"
+    ):
+        del roots["battery"]
+        consequences["battery"] = "alternator"
+    return roots, consequences
+
+
+def double_failures(count: int, seed: int) -> list[list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    pairs: list[list[tuple[str, str]]] = []
+    parts = sorted(KINDS)
+    while len(pairs) < count:
+        a, b = rng.sample(parts, 2)
+        pairs.append([(a, rng.choice(FAILURES[KINDS[a]])), (b, rng.choice(FAILURES[KINDS[b]]))])
+    # Make sure the interesting interactions are in the set whatever the seed gives.
+    pairs += [
+        [("bcm", "no_response"), ("tail_left", "open_circuit")],
+        [("alternator", "no_output"), ("battery", "discharged")],
+        [("alternator", "undercharging"), ("battery", "weak")],
+        [("alternator", "sensor_fault"), ("battery", "discharged")],
+        [("battery", "dead_cell"), ("headlamp_left", "degraded")],
+        [("battery", "weak"), ("alternator", "no_output")],
+    ]
+    return pairs
+
+
+@pytest.mark.parametrize("pair", double_failures(40, seed=2026), ids=str)
+def test_double_failures(pair: list[tuple[str, str]]) -> None:
+    bench = Bench(seed=5, ignition=Ignition.RUN)
+    bench.run(2)
+    for part, failure in pair:
+        bench.car.inject(part, failure)
+    report = bench.run(CONFIRM + 2)
+    roots, consequences = expected_roots(pair)
+    assert report.root_causes() == roots
+    found = {f.component: f.consequence_of for f in report.faults if f.consequence_of}
+    assert found == consequences
+    blamed = {f.component for f in report.faults}
+    assert blamed <= {part for part, _ in pair}
+
+
+def test_isolate_follows_the_causal_table_only() -> None:
+    topology = Topology(settings().components)
+    results = dict.fromkeys(KINDS, PASSED)
+    results["alternator"] = SelfTestResult(Verdict.FAILED, "overcharging")
+    results["battery"] = SelfTestResult(Verdict.FAILED, "discharged")
+    findings = isolate(results, topology, {})
+    assert findings["battery"].consequence_of is None  # overcharging cannot flatten a battery
+    results["alternator"] = SelfTestResult(Verdict.FAILED, "undercharging")
+    assert isolate(results, topology, {})["battery"].consequence_of == "alternator"
+    results["alternator"] = NO_ANSWER
+    assert (
+        isolate(results, topology, {"alternator": {"no_output"}})["battery"].consequence_of
+        == "alternator"
+    )

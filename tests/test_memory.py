@@ -1,0 +1,164 @@
+"""Fault memory: debounce, DTC status bits, warning lamps, events and their sequence numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from carlightd.diagnostics.dtc import DTCStatus
+from carlightd.diagnostics.isolation import Finding
+from carlightd.diagnostics.memory import FaultMemory
+from carlightd.diagnostics.selftests import PASSED, SelfTestResult, Verdict
+from carlightd.domain import Kind
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+LAMP = "brake_left"
+
+
+def failing(part: str = LAMP, failure: str = "open_circuit", kind: Kind = Kind.LAMP) -> Finding:
+    return Finding(part, kind, SelfTestResult(Verdict.FAILED, failure, "judged"))
+
+
+def passing(part: str = LAMP, kind: Kind = Kind.LAMP) -> Finding:
+    return Finding(part, kind, PASSED)
+
+
+def not_run(part: str = LAMP, kind: Kind = Kind.LAMP) -> Finding:
+    return Finding(part, kind, SelfTestResult(Verdict.NOT_RUN, reason="ignition off"))
+
+
+def feed(memory: FaultMemory, finding: Finding, cycles: int = 1) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for i in range(cycles):
+        events = memory.update({finding.part_id: finding}, T0 + timedelta(seconds=i))
+        out += [(e.type, e.seq) for e in events]
+    return out
+
+
+def test_pending_then_confirmed_then_healed() -> None:
+    memory = FaultMemory(confirm_cycles=3, heal_cycles=2)
+    assert feed(memory, failing()) == [("fault_pending", 1)]
+    record = memory.records[(LAMP, "open_circuit")]
+    assert record.status == "pending"
+    assert feed(memory, failing()) == []
+    assert feed(memory, failing()) == [("fault_confirmed", 2)]
+    assert memory.records[(LAMP, "open_circuit")].status == "confirmed"
+    assert record.dtc == "B1200"
+    assert feed(memory, passing()) == []
+    assert feed(memory, passing()) == [("fault_cleared", 3)]
+    assert memory.records == {}
+
+
+def test_a_passing_cycle_resets_the_failing_streak() -> None:
+    memory = FaultMemory(confirm_cycles=3, heal_cycles=5)
+    feed(memory, failing(), 2)
+    feed(memory, passing())
+    feed(memory, failing(), 2)
+    assert memory.records[(LAMP, "open_circuit")].status == "pending"
+    assert feed(memory, failing()) == [("fault_confirmed", 2)]
+
+
+def test_not_run_changes_nothing() -> None:
+    memory = FaultMemory(confirm_cycles=2, heal_cycles=2)
+    feed(memory, failing(), 2)
+    assert feed(memory, not_run(), 50) == []
+    assert memory.records[(LAMP, "open_circuit")].status == "confirmed"
+
+
+def test_a_broken_sensor_does_not_heal_the_parts_other_faults() -> None:
+    memory = FaultMemory(confirm_cycles=1, heal_cycles=1)
+    feed(memory, failing(failure="degraded"))
+    events = feed(memory, failing(failure="sensor_fault"), 3)
+    assert ("fault_cleared", 3) not in events
+    assert set(memory.records) == {(LAMP, "degraded"), (LAMP, "sensor_fault")}
+    # A different electrical verdict does heal the old one (the test ran and did not see it).
+    memory2 = FaultMemory(confirm_cycles=1, heal_cycles=1)
+    feed(memory2, failing(failure="degraded"))
+    feed(memory2, failing(failure="open_circuit"))
+    assert set(memory2.records) == {(LAMP, "open_circuit")}
+
+
+def test_confirm_after_one_cycle_emits_both_events_in_order() -> None:
+    memory = FaultMemory(confirm_cycles=1, heal_cycles=1)
+    assert feed(memory, failing()) == [("fault_pending", 1), ("fault_confirmed", 2)]
+
+
+def test_clear_removes_everything_and_says_so_and_faults_come_back() -> None:
+    memory = FaultMemory(confirm_cycles=2, heal_cycles=2, seq=41)
+    feed(memory, failing(), 2)
+    feed(memory, failing("battery", "weak", Kind.BATTERY), 2)
+    events = memory.clear(T0)
+    assert [(e.type, e.component, e.seq) for e in events] == [
+        ("fault_cleared", "battery", 46),
+        ("fault_cleared", LAMP, 47),
+    ]
+    assert memory.records == {}
+    assert not any(memory.warning_lamps().values())
+    assert feed(memory, failing()) == [("fault_pending", 48)]
+
+
+def test_warning_lamps_follow_confirmed_faults_only() -> None:
+    memory = FaultMemory(confirm_cycles=2, heal_cycles=1)
+    feed(memory, failing())
+    assert memory.warning_lamps() == {"bulb": False, "battery": False, "check_engine": False}
+    feed(memory, failing())
+    assert memory.warning_lamps() == {"bulb": True, "battery": False, "check_engine": False}
+    feed(memory, failing("alternator", "no_output", Kind.ALTERNATOR), 2)
+    assert memory.warning_lamps() == {"bulb": True, "battery": True, "check_engine": True}
+    feed(memory, passing())
+    assert memory.warning_lamps() == {"bulb": False, "battery": True, "check_engine": True}
+
+
+def test_iso14229_status_bits() -> None:
+    memory = FaultMemory(confirm_cycles=2, heal_cycles=3)
+    feed(memory, failing())
+    record = memory.records[(LAMP, "open_circuit")]
+    pending = DTCStatus(record.status_byte())
+    assert pending == (
+        DTCStatus.TEST_FAILED
+        | DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
+        | DTCStatus.PENDING_DTC
+        | DTCStatus.TEST_FAILED_SINCE_LAST_CLEAR
+    )
+    feed(memory, failing())
+    assert record.status_byte() == pending | DTCStatus.CONFIRMED_DTC | (
+        DTCStatus.WARNING_INDICATOR_REQUESTED
+    )
+    assert int(record.status_byte()) == 0xAF
+    feed(memory, passing())
+    assert not record.status_byte() & DTCStatus.TEST_FAILED
+    # A new operation cycle (key turned on again) before the part has been tested.
+    memory.start_operation_cycle()
+    bits = record.status_byte()
+    assert bits & DTCStatus.TEST_NOT_COMPLETED_THIS_OPERATION_CYCLE
+    assert not bits & DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
+    assert not bits & DTCStatus.PENDING_DTC
+    assert bits & DTCStatus.CONFIRMED_DTC
+
+
+def test_consequence_is_recorded_and_updated() -> None:
+    memory = FaultMemory(confirm_cycles=1, heal_cycles=1)
+    finding = Finding(
+        "battery",
+        Kind.BATTERY,
+        SelfTestResult(Verdict.FAILED, "discharged"),
+        consequence_of="alternator",
+    )
+    memory.update({"battery": finding}, T0)
+    assert memory.records[("battery", "discharged")].consequence_of == "alternator"
+    assert memory.remembered_roots() == {}
+    memory.update({"battery": failing("battery", "discharged", Kind.BATTERY)}, T0)
+    assert memory.records[("battery", "discharged")].consequence_of is None
+    assert memory.remembered_roots() == {"battery": {"discharged"}}
+
+
+@pytest.mark.parametrize("confirm", [1, 2, 5])
+def test_sequence_numbers_rise_by_exactly_one(confirm: int) -> None:
+    memory = FaultMemory(confirm_cycles=confirm, heal_cycles=2)
+    seqs = []
+    for round_ in range(5):
+        for finding in [failing()] * (confirm + round_ % 2) + [passing()] * 2:
+            events = memory.update({LAMP: finding}, T0)
+            seqs += [e.seq for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))

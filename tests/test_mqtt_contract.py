@@ -1,0 +1,225 @@
+"""The MQTT contract (DESIGN §5) against a real broker: every topic and field, one fault's life."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from carlightd.service.daemon import Service
+from tests.brokers import Subscriber, subscribed
+from tests.conftest import running, service_settings, using_embedded_broker
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+COMPONENT_FIELDS = {
+    "component",
+    "kind",
+    "status",
+    "failure",
+    "dtc",
+    "dtc_status",
+    "reason",
+    "reading",
+    "updated_at",
+}
+FAULT_FIELDS = {
+    "component",
+    "kind",
+    "failure",
+    "dtc",
+    "status",
+    "since",
+    "description",
+    "consequence_of",
+}
+EVENT_FIELDS = {"seq", "type", "component", "kind", "failure", "dtc", "at"}
+
+
+def latest(sub: Subscriber, topic: str) -> Any:
+    payloads = sub.json_on(topic)
+    return payloads[-1] if payloads else None
+
+
+async def request(host: str, port: int, root: str, command: str, body: bytes) -> dict[str, Any]:
+    client = aiomqtt.Client(host, port, identifier=f"test-req-{uuid.uuid4().hex[:8]}")
+    async with asyncio.timeout(10), client:
+        await client.subscribe(f"{root}/response/{command}", qos=1)
+        await client.publish(f"{root}/request/{command}", body, qos=1)
+        async for message in client.messages:
+            if not message.topic.matches(f"{root}/response/{command}"):
+                continue  # amqtt also hands over other retained messages
+            payload = message.payload
+            assert isinstance(payload, bytes)
+            response: dict[str, Any] = json.loads(payload)
+            return response
+    raise AssertionError("no response")
+
+
+async def test_the_whole_contract_and_one_faults_life(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    host, port = broker
+    service = Service(service_settings(host, port, tmp_path))
+    root = service.publisher.topics.root
+    async with subscribed(host, port, f"{root}/#") as sub:
+        async with running(service):
+            faults_topic = f"{root}/faults"
+            await sub.wait_for(lambda: sub.on(f"{root}/availability"), what="availability")
+            assert sub.on(f"{root}/availability")[-1] == b"online"
+            await sub.wait_for(lambda: latest(sub, faults_topic), what="faults")
+            healthy = latest(sub, faults_topic)
+            assert set(healthy) == {"vehicle", "updated_at", "warning_lamps", "faults"}
+            assert healthy["vehicle"] == "demo-car"
+            assert healthy["faults"] == []
+            assert healthy["warning_lamps"] == {
+                "bulb": False,
+                "battery": False,
+                "check_engine": False,
+            }
+            assert ISO_UTC.match(healthy["updated_at"])
+
+            parts = [c.id for c in service.settings.components]
+            await sub.wait_for(
+                lambda: all(sub.on(f"{root}/components/{p}") for p in parts), what="all components"
+            )
+            for part in parts:
+                state = latest(sub, f"{root}/components/{part}")
+                assert set(state) == COMPONENT_FIELDS
+                assert state["component"] == part
+                assert state["status"] == "ok"
+                assert state["failure"] is None
+                assert isinstance(state["reading"], dict)
+                assert ISO_UTC.match(state["updated_at"])
+
+            await sub.wait_for(lambda: sub.on(f"{root}/telemetry"), what="telemetry")
+            telemetry = latest(sub, f"{root}/telemetry")
+            assert telemetry["ignition"] == "run"
+            assert 13.5 < telemetry["bus_v"] < 14.8
+            assert {"voltage_v", "current_a", "temperature_c"} <= set(telemetry["battery"])
+            assert {"output_v", "output_a", "ripple_v", "field_duty"} <= set(
+                telemetry["alternator"]
+            )
+
+            # A bulb goes out.
+            response = await request(
+                host,
+                port,
+                root,
+                "inject_fault",
+                b'{"component": "brake_left", "failure": "open_circuit", "transaction": "tx-1"}',
+            )
+            assert response == {
+                "status": "ok",
+                "data": {"component": "brake_left", "failure": "open_circuit"},
+                "transaction": "tx-1",
+            }
+            events_topic = f"{root}/events"
+            await sub.wait_for(
+                lambda: any(e["type"] == "fault_confirmed" for e in sub.json_on(events_topic)),
+                what="fault_confirmed",
+            )
+            # Events go first; the retained fault list follows.
+            faults = await sub.wait_for(
+                lambda: (f := latest(sub, faults_topic))["warning_lamps"]["bulb"] and f,
+                what="bulb lamp lit",
+            )
+            assert faults["warning_lamps"] == {
+                "bulb": True,
+                "battery": False,
+                "check_engine": False,
+            }
+            [fault] = faults["faults"]
+            assert set(fault) == FAULT_FIELDS
+            assert fault["component"] == "brake_left"
+            assert fault["dtc"] == "B1200"
+            assert fault["status"] == "confirmed"
+            assert fault["consequence_of"] is None
+            assert ISO_UTC.match(fault["since"])
+            lamp = await sub.wait_for(
+                lambda: (
+                    (c := latest(sub, f"{root}/components/brake_left"))["status"] == "failed" and c
+                ),
+                what="lamp failed",
+            )
+            assert lamp["dtc"] == "B1200"
+            assert lamp["dtc_status"] & 0x08  # confirmedDTC
+            # The replacement bulb.
+            response = await request(host, port, root, "repair", b'{"component": "brake_left"}')
+            assert response["status"] == "ok"
+            await sub.wait_for(
+                lambda: any(e["type"] == "fault_cleared" for e in sub.json_on(events_topic)),
+                what="fault_cleared",
+            )
+            await sub.wait_for(lambda: latest(sub, faults_topic)["faults"] == [], what="no faults")
+            events = sub.json_on(events_topic)
+            assert [(e["type"], e["component"], e["dtc"]) for e in events] == [
+                ("fault_pending", "brake_left", "B1200"),
+                ("fault_confirmed", "brake_left", "B1200"),
+                ("fault_cleared", "brake_left", "B1200"),
+            ]
+            assert [e["seq"] for e in events] == [1, 2, 3]
+            assert all(set(e) == EVENT_FIELDS for e in events)
+            assert not any(
+                r for t, _, r in sub.messages if t == events_topic
+            )  # events not retained
+        # A clean stop says offline.
+        await sub.wait_for(
+            lambda: sub.on(f"{root}/availability")[-1:] == [b"offline"], what="offline"
+        )
+
+
+async def test_retained_state_for_a_late_subscriber(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    if using_embedded_broker():
+        pytest.skip("amqtt hands a new subscriber only some retained messages; needs Mosquitto")
+    host, port = broker
+    service = Service(service_settings(host, port, tmp_path))
+    root = service.publisher.topics.root
+    service.daemon.car.inject("alternator", "overcharging")
+    async with running(service):
+        async with subscribed(host, port, f"{root}/faults") as early:
+            await early.wait_for(
+                lambda: any(f["faults"] for f in early.json_on(f"{root}/faults")), what="fault"
+            )
+        # Someone who subscribes later gets the whole picture at once, from retained messages.
+        async with subscribed(host, port, f"{root}/#") as late:
+            await late.wait_for(
+                lambda: len({t for t, _, r in late.messages if r}) >= 20, what="retained state"
+            )
+            retained = {t for t, _, r in late.messages if r}
+            assert f"{root}/availability" in retained
+            assert f"{root}/faults" in retained
+            assert f"{root}/components/alternator" in retained
+            assert latest(late, f"{root}/components/alternator")["failure"] == "overcharging"
+
+
+async def test_components_are_published_on_change_not_every_cycle(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    host, port = broker
+    # Telemetry (and component refresh) every 60 s: only changes may cause publishes.
+    service = Service(service_settings(host, port, tmp_path, diagnostics__telemetry_s=60.0))
+    root = service.publisher.topics.root
+    async with subscribed(host, port, f"{root}/components/#") as sub, running(service):
+        await sub.wait_for(lambda: len(sub.messages) >= 18, what="first publication")
+        cycles_before = service.daemon.diagnoser.cycle
+        count_before = len(sub.messages)
+        await sub.wait_for(
+            lambda: service.daemon.diagnoser.cycle >= cycles_before + 10, what="10 cycles"
+        )
+        assert len(sub.messages) == count_before  # ten cycles, nothing changed, nothing sent
+        service.daemon.car.inject("reverse", "degraded")
+        await sub.wait_for(
+            lambda: len(sub.on(f"{root}/components/reverse")) >= 3, what="pending then failed"
+        )
+        statuses = [p["status"] for p in sub.json_on(f"{root}/components/reverse")]
+        assert statuses[-2:] == ["pending", "failed"]
+        others = [t for t, _, _ in sub.messages[count_before:] if not t.endswith("/reverse")]
+        assert others == []

@@ -1,0 +1,152 @@
+"""Reload (SIGHUP) and the health check: a bad configuration is refused and the old one stays;
+a good one applies without losing the fault memory or the connection; the heartbeat is judged."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from carlightd import cli, config
+from carlightd.service import health
+from carlightd.service.daemon import Service
+from tests.brokers import PrivateBroker, subscribed
+from tests.conftest import running, service_settings, wait_until
+
+
+def write_config(path: Path, settings: config.Settings, **changes: dict[str, Any]) -> None:
+    raw = tomllib.loads(config.packaged_default().read_text())
+    raw["mqtt"].update(
+        host=settings.mqtt.host, port=settings.mqtt.port, base_topic=settings.mqtt.base_topic
+    )
+    raw["diagnostics"].update(
+        {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in settings.diagnostics.model_dump().items()
+        }
+    )
+    raw["simulation"]["profile"] = settings.simulation.profile
+    for section, values in changes.items():
+        raw[section].update(values)
+    path.write_text(tomli_w.dumps(raw))
+
+
+async def test_reload_applies_a_good_config_and_refuses_a_bad_one(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    settings = service_settings(*broker, tmp_path / "state")
+    path = tmp_path / "car.toml"
+    write_config(path, settings)
+    service = Service(config.load(path), config_path=path)
+    memory = service.daemon.diagnoser.memory
+    async with running(service):
+        await wait_until(lambda: service.publisher.connected)
+        service.daemon.car.inject("reverse", "open_circuit")
+        await wait_until(lambda: ("reverse", "open_circuit") in memory.records)
+
+        # A bad file: refused, everything as before.
+        path.write_text("[diagnostics]\nconfirm_cycles = 0\n")
+        assert service.reload() is False
+        assert memory.confirm_cycles == 2
+
+        # A good one: new debounce and period, same memory, same connection.
+        write_config(
+            path,
+            settings,
+            diagnostics={"confirm_cycles": 5, "cycle_s": 0.2},
+            commands={"enabled": False},
+        )
+        assert service.reload() is True
+        assert memory.confirm_cycles == 5
+        assert service.daemon.runner.cycle_s == 0.2
+        assert service.handler.enabled is False
+        assert ("reverse", "open_circuit") in memory.records
+        assert service.publisher.connections == 1
+        assert service.publisher.connected
+
+
+async def test_reload_with_new_broker_settings_moves_the_connection(
+    broker: tuple[str, int], tmp_path: Path, private_broker: Callable[..., PrivateBroker]
+) -> None:
+    settings = service_settings(*broker, tmp_path / "state")
+    path = tmp_path / "car.toml"
+    write_config(path, settings)
+    service = Service(config.load(path), config_path=path)
+    other = private_broker()
+    root = service.publisher.topics.root
+    async with running(service):
+        await wait_until(lambda: service.publisher.connected)
+        service.daemon.car.inject("tail_left", "degraded")
+        await wait_until(lambda: bool(service.daemon.diagnoser.memory.records))
+        async with subscribed("127.0.0.1", other.port, f"{root}/#") as sub:
+            write_config(path, settings, mqtt={"port": other.port, "host": "127.0.0.1"})
+            assert service.reload()
+            await sub.wait_for(lambda: sub.on(f"{root}/availability") == [b"online"])
+            await sub.wait_for(
+                lambda: any(f["faults"] for f in sub.json_on(f"{root}/faults")), what="faults"
+            )
+        assert service.publisher.connections == 2
+        assert ("tail_left", "degraded") in service.daemon.diagnoser.memory.records
+
+
+def test_reload_keeps_the_identity_of_the_running_car(tmp_path: Path) -> None:
+    settings = service_settings("127.0.0.1", 1, tmp_path / "state")
+    path = tmp_path / "car.toml"
+    write_config(path, settings)
+    service = Service(config.load(path), config_path=path)
+    write_config(path, settings, vehicle={"id": "another-car"})
+    assert service.reload()
+    assert service.settings.vehicle.id == "demo-car"
+
+
+def beat(age_s: float, cycle_s: float = 1.0) -> health.Heartbeat:
+    return health.Heartbeat(datetime.now(UTC) - timedelta(seconds=age_s), 42, cycle_s, True, 1)
+
+
+def test_health_check_judges_the_heartbeat(tmp_path: Path) -> None:
+    with pytest.raises(health.Unhealthy, match="no heartbeat"):
+        health.check(tmp_path)
+    health.write(tmp_path, beat(1.0))
+    assert health.check(tmp_path).startswith("healthy: cycle 42")
+    health.write(tmp_path, beat(30.0))
+    with pytest.raises(health.Unhealthy, match="the loop is stuck"):
+        health.check(tmp_path)
+    (tmp_path / health.HEARTBEAT_FILE).write_text("{not json")
+    with pytest.raises(health.Unhealthy, match="unreadable"):
+        health.check(tmp_path)
+
+
+async def test_health_command_against_a_running_daemon(
+    broker: tuple[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = Service(service_settings(*broker, tmp_path))
+    monkeypatch.setenv("CARLIGHTD_DIAGNOSTICS__STATE_DIR", str(tmp_path))
+    async with running(service):
+        await wait_until((tmp_path / health.HEARTBEAT_FILE).exists)
+        assert cli.main(["health"]) == 0
+        assert "healthy: cycle" in capsys.readouterr().out
+        stored = json.loads((tmp_path / health.HEARTBEAT_FILE).read_text())
+        assert stored["cycle_s"] == 0.1
+    stale = beat(60.0)
+    health.write(tmp_path, stale)
+    assert cli.main(["health"]) == 1
+    assert "unhealthy" in capsys.readouterr().err
+
+
+async def test_heartbeat_from_the_first_cycle_in_a_new_state_dir(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "not" / "yet" / "there"
+    service = Service(service_settings(*broker, state_dir))
+    async with running(service):
+        await wait_until(lambda: service.daemon.diagnoser.cycle >= 2)
+        assert health.check(state_dir).startswith("healthy: cycle")
