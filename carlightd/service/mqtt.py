@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import random
-import socket
 import ssl
 import time
 import zlib
@@ -25,7 +24,7 @@ import aiomqtt
 from carlightd import logs
 from carlightd.config import Settings
 from carlightd.diagnostics.diagnoser import CycleReport
-from carlightd.service import homeassistant
+from carlightd.service import homeassistant, tcp
 from carlightd.service.commands import CommandHandler
 from carlightd.service.outbox import Outbox
 from carlightd.service.payloads import (
@@ -101,7 +100,7 @@ def client_id(root: str, vehicle: str) -> str:
 
 def make_client(settings: Settings, identifier: str, will: aiomqtt.Will | None) -> aiomqtt.Client:
     mqtt = settings.mqtt
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         mqtt.host,
         mqtt.port,
         username=mqtt.username,
@@ -113,10 +112,10 @@ def make_client(settings: Settings, identifier: str, will: aiomqtt.Will | None) 
         tls_context=tls_context(settings),
         max_queued_incoming_messages=MAX_QUEUED_INCOMING,
         max_queued_outgoing_messages=MAX_QUEUED_OUTGOING,
-        # Small messages, sent as they happen: Nagle's algorithm would hold each one back until
-        # the previous one is acknowledged (up to 40 ms with delayed ACKs).
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        socket_options=[tcp.NODELAY],  # small messages, sent as they happen
     )
+    tcp.acknowledge_at_once(client)
+    return client
 
 
 class Publisher:
