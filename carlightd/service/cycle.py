@@ -27,6 +27,17 @@ log = logs.get("carlightd.cycle")
 
 
 class SensorBus(Protocol):
+    """Reads the parts of one cycle. A read that is late or broken comes back as NO_READING,
+    never as a stall or an exception: the cycle carries on."""
+
+    async def read_all(
+        self, part_ids: Iterable[str], timeout_s: float
+    ) -> dict[str, ReadOutcome]: ...
+
+
+class PartReader(Protocol):
+    """A driver that reads one part at a time; `read_all` below makes a SensorBus of it."""
+
     async def read(self, part_id: str) -> Reading: ...
 
 
@@ -46,14 +57,15 @@ class Simulation(Protocol):
 
 
 async def read_all(
-    bus: SensorBus, part_ids: Iterable[str], timeout_s: float
+    reader: PartReader, part_ids: Iterable[str], timeout_s: float
 ) -> dict[str, ReadOutcome]:
-    """Read every part at once; a read that is late or broken becomes NO_READING, never a stall."""
+    """Read every part at once, each read in its own task with its own timeout; a read that is
+    late or broken becomes NO_READING, never a stall."""
 
     async def one(part_id: str) -> ReadOutcome:
         try:
             async with asyncio.timeout(timeout_s):
-                return await bus.read(part_id)
+                return await reader.read(part_id)
         except TimeoutError:
             return NO_READING
         except Exception:
@@ -115,7 +127,7 @@ class CycleRunner:
 
     async def run_once(self) -> CycleReport:
         self.car.advance(self.cycle_s)
-        readings = await read_all(self.bus, self.diagnoser.tests, self.read_timeout_s)
+        readings = await self.bus.read_all(self.diagnoser.tests, self.read_timeout_s)
         report = self.diagnoser.diagnose(self.car.ignition, readings, self.wall_clock())
         await self._hand_on(report)
         return report

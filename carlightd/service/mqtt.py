@@ -48,6 +48,7 @@ CONNECT_TIMEOUT_S = 5.0
 MAX_QUEUED_INCOMING = 100
 MAX_QUEUED_OUTGOING = 1_000
 STOP_FLUSH_S = 1.0
+PENDING_CALLS_WARNING = 200
 
 
 def backoff_delays(rng: random.Random) -> Any:
@@ -115,6 +116,8 @@ def make_client(settings: Settings, identifier: str, will: aiomqtt.Will | None) 
         socket_options=[tcp.NODELAY],  # small messages, sent as they happen
     )
     tcp.acknowledge_at_once(client)
+    # Retained topics go out together (a car has ~25 of them); aiomqtt warns past this many.
+    client.pending_calls_threshold = PENDING_CALLS_WARNING
     return client
 
 
@@ -300,18 +303,35 @@ class Publisher:
             if acknowledged:
                 self.persist()
         while self._dirty:
-            topic = next(iter(self._dirty))
-            del self._dirty[topic]
-            try:
-                await client.publish(topic, self._retained[topic], qos=1, retain=True)
-                self.published += 1
-            except BaseException:
-                self._dirty[topic] = None
-                raise
+            await self._publish_retained(client, list(self._dirty))
         if self._telemetry is not None:
             telemetry, self._telemetry = self._telemetry, None
             await client.publish(self.topics.telemetry, telemetry, qos=0)
             self.published += 1
+
+    async def _publish_retained(self, client: aiomqtt.Client, topics: list[str]) -> None:
+        """Publish these retained topics at once and wait for all the acknowledgements together:
+        one write and one read carry many messages, instead of a round trip each. A topic leaves
+        `_dirty` only when the broker has it; one that changes meanwhile stays due."""
+        sent = {topic: self._retained[topic] for topic in topics}
+        for topic in topics:
+            del self._dirty[topic]
+        try:
+            results = await asyncio.gather(
+                *(client.publish(t, p, qos=1, retain=True) for t, p in sent.items()),
+                return_exceptions=True,
+            )
+        except BaseException:  # cancelled (a stop, a reconnect): all of them are due again
+            self._dirty.update(dict.fromkeys(sent))
+            raise
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for (topic, _), result in zip(sent.items(), results, strict=True):
+            if isinstance(result, BaseException):
+                self._dirty[topic] = None
+            else:
+                self.published += 1
+        if failures:
+            raise failures[0]
 
     async def _receive_forever(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
