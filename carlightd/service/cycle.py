@@ -36,7 +36,9 @@ class SensorBus(Protocol):
 
 
 class PartReader(Protocol):
-    """A driver that reads one part at a time; `read_all` below makes a SensorBus of it."""
+    """A driver that reads one part at a time (real hardware would): `read_all` below polls it
+    with a task and a timeout per read. The simulated car answers a whole poll at once instead
+    (vehicle/readout.py), which costs a fleet of cars far less."""
 
     async def read(self, part_id: str) -> Reading: ...
 
