@@ -263,8 +263,10 @@ def sample_payloads() -> list[tuple[str, bytes, int, bool]]:
 
 
 async def raw_aiomqtt_msgs_per_s(seconds: float, connections: int) -> float:
-    """Bare aiomqtt clients, each publishing the mix one message after another (as carlightd
-    does, awaiting each QoS 1 acknowledgement), over as many connections as the fleet uses."""
+    """Bare aiomqtt clients, each publishing the mix one message after another (awaiting each
+    QoS 1 acknowledgement), over as many connections as the fleet uses. Flat out, this is the
+    faster way for a bare client (about 10 % more than sending a batch and awaiting the
+    acknowledgements together, as carlightd does to keep up at its own pace)."""
     mix = sample_payloads()
     root = f"bench-raw-{uuid.uuid4().hex[:8]}"
     count = 0
