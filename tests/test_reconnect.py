@@ -3,13 +3,17 @@ that lost everything) converges to the truth. Each test runs its own private Mos
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
+import aiomqtt
+import pytest
+
 from carlightd.service.daemon import Service
-from carlightd.service.mqtt import BACKOFF_MAX_S, backoff_delays, client_id
+from carlightd.service.mqtt import BACKOFF_MAX_S, Publisher, backoff_delays, client_id
 from tests.brokers import PrivateBroker, free_port, subscribed
 from tests.conftest import running, service_settings, wait_until
 
@@ -74,3 +78,49 @@ def test_client_ids_are_stable_and_unique_per_vehicle_root() -> None:
     assert ours == client_id("carlightd/demo-car", "demo-car")
     assert ours != client_id("test/demo-car", "demo-car")
     assert client_id("carlightd/car-1", "car-1").startswith("carlightd-car-1-")
+
+
+class FlakyClient:
+    """Stands in for the network in front of the publisher's bookkeeping: publishes to `refuse`
+    fail, publishes to `hang` never complete."""
+
+    def __init__(self, refuse: frozenset[str] = frozenset(), hang: frozenset[str] = frozenset()):
+        self.refuse, self.hang = refuse, hang
+        self.sent: list[str] = []
+
+    async def publish(self, topic: str, payload: bytes, **_: object) -> None:
+        if topic in self.hang:
+            await asyncio.Event().wait()
+        if topic in self.refuse:
+            raise aiomqtt.MqttError("connection lost")
+        self.sent.append(topic)
+
+
+def publisher_with(tmp_path: Path, topics: list[str]) -> Publisher:
+    publisher = Publisher(service_settings("127.0.0.1", 1, tmp_path))
+    publisher._dirty.clear()  # discovery messages are not what this is about
+    for topic in topics:
+        publisher._set(topic, b"{}")
+    return publisher
+
+
+async def test_a_retained_topic_stays_due_until_the_broker_has_it(tmp_path: Path) -> None:
+    publisher = publisher_with(tmp_path, ["t/a", "t/b", "t/c"])
+    client = FlakyClient(refuse=frozenset({"t/b"}))
+    with pytest.raises(aiomqtt.MqttError):
+        await publisher._publish_retained(client, ["t/a", "t/b", "t/c"])  # type: ignore[arg-type]
+    assert client.sent == ["t/a", "t/c"]
+    assert list(publisher._dirty) == ["t/b"]  # sent again after the reconnect
+    assert publisher.published == 2
+
+
+async def test_an_interrupted_batch_is_due_again_whole(tmp_path: Path) -> None:
+    publisher = publisher_with(tmp_path, ["t/a", "t/b"])
+    batch = asyncio.create_task(
+        publisher._publish_retained(FlakyClient(hang=frozenset({"t/b"})), ["t/a", "t/b"])  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.05)
+    batch.cancel()  # a stop or a reconnect while waiting for acknowledgements
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert set(publisher._dirty) == {"t/a", "t/b"}

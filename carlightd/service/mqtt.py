@@ -17,6 +17,7 @@ import ssl
 import time
 import zlib
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 import aiomqtt
@@ -48,7 +49,10 @@ CONNECT_TIMEOUT_S = 5.0
 MAX_QUEUED_INCOMING = 100
 MAX_QUEUED_OUTGOING = 1_000
 STOP_FLUSH_S = 1.0
-PENDING_CALLS_WARNING = 200
+# Retained topics sent together before awaiting their acknowledgements: enough to fill a write,
+# few enough that aiomqtt's and paho's per-message bookkeeping (which scans what is in flight)
+# stays cheap, and under aiomqtt's "pending calls" warning (10).
+RETAINED_IN_FLIGHT = 8
 
 
 def backoff_delays(rng: random.Random) -> Any:
@@ -116,8 +120,6 @@ def make_client(settings: Settings, identifier: str, will: aiomqtt.Will | None) 
         socket_options=[tcp.NODELAY],  # small messages, sent as they happen
     )
     tcp.acknowledge_at_once(client)
-    # Retained topics go out together (a car has ~25 of them); aiomqtt warns past this many.
-    client.pending_calls_threshold = PENDING_CALLS_WARNING
     return client
 
 
@@ -303,15 +305,15 @@ class Publisher:
             if acknowledged:
                 self.persist()
         while self._dirty:
-            await self._publish_retained(client, list(self._dirty))
+            await self._publish_retained(client, list(islice(self._dirty, RETAINED_IN_FLIGHT)))
         if self._telemetry is not None:
             telemetry, self._telemetry = self._telemetry, None
             await client.publish(self.topics.telemetry, telemetry, qos=0)
             self.published += 1
 
     async def _publish_retained(self, client: aiomqtt.Client, topics: list[str]) -> None:
-        """Publish these retained topics at once and wait for all the acknowledgements together:
-        one write and one read carry many messages, instead of a round trip each. A topic leaves
+        """Publish these retained topics at once and wait for their acknowledgements together:
+        one write and one read carry several messages, instead of a round trip each. A topic leaves
         `_dirty` only when the broker has it; one that changes meanwhile stays due."""
         sent = {topic: self._retained[topic] for topic in topics}
         for topic in topics:
