@@ -163,6 +163,25 @@ def test_discovery_off_empties_every_topic() -> None:
     assert all(payload is None for payload in messages.values())
 
 
+def test_a_retired_part_is_removed_the_documented_way() -> None:
+    # Home Assistant: "An empty config can be published as an update to remove a single component
+    # from the device discovery. Note that adding the platform option is still required."
+    retired = {"fog_rear_problem": "binary_sensor"}
+    device = homeassistant.discovery_messages(settings(), retired)
+    payload = device[homeassistant.device_topic(settings())]
+    assert payload is not None
+    assert payload["components"]["fog_rear_problem"] == {"platform": "binary_sensor"}
+    assert payload["components"]["brake_left_problem"]["device_class"] == "problem"
+    # Per-entity discovery removes it with an empty retained message on its own topic.
+    entity = homeassistant.discovery_messages(settings(homeassistant__mode="entity"), retired)
+    assert entity["homeassistant/binary_sensor/carlightd_demo_car/fog_rear_problem/config"] is None
+    # A "retired" entity that the configuration still has is not removed.
+    kept = homeassistant.discovery_messages(settings(), {"brake_left_problem": "binary_sensor"})
+    kept_payload = kept[homeassistant.device_topic(settings())]
+    assert kept_payload is not None
+    assert kept_payload["components"]["brake_left_problem"]["device_class"] == "problem"
+
+
 def render(template: str, payload: dict[str, Any]) -> str:
     # Home Assistant's templates are Jinja2 with value_json bound to the parsed payload.
     return jinja2.Environment(autoescape=False).from_string(template).render(value_json=payload)

@@ -162,3 +162,19 @@ def test_sequence_numbers_rise_by_exactly_one(confirm: int) -> None:
             events = memory.update({LAMP: finding}, T0)
             seqs += [e.seq for e in events]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_forgetting_parts_the_car_no_longer_has() -> None:
+    memory = FaultMemory(confirm_cycles=1, heal_cycles=2)
+    feed(memory, failing("reverse"))
+    feed(memory, failing("tail_left", "degraded"))
+    feed(memory, failing("bcm", "no_response", Kind.CONTROLLER))
+    # After a reload: reverse is gone, bcm is now a lamp (same id, another kind), tail_left stays.
+    events = memory.forget({"tail_left": "lamp", "bcm": "lamp"}, T0 + timedelta(hours=1))
+    assert [(e.type, e.component, e.failure) for e in events] == [
+        ("fault_cleared", "bcm", "no_response"),
+        ("fault_cleared", "reverse", "open_circuit"),
+    ]
+    assert [e.seq for e in events] == [7, 8]  # the sequence carries on (6 events so far)
+    assert list(memory.records) == [("tail_left", "degraded")]
+    assert memory.forget({"tail_left": "lamp"}, T0) == []

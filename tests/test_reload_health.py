@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import tomli_w
 
 from carlightd import cli, config
-from carlightd.service import health
+from carlightd.service import health, homeassistant
 from carlightd.service.daemon import Service
 from tests.brokers import PrivateBroker, subscribed
 from tests.conftest import running, service_settings, wait_until
@@ -33,7 +34,7 @@ def write_config(path: Path, settings: config.Settings, **changes: dict[str, Any
     )
     raw["simulation"]["profile"] = settings.simulation.profile
     for section, values in changes.items():
-        raw[section].update(values)
+        raw.setdefault(section, {}).update(values)
     path.write_text(tomli_w.dumps(raw))
 
 
@@ -93,6 +94,67 @@ async def test_reload_with_new_broker_settings_moves_the_connection(
             )
         assert service.publisher.connections == 2
         assert ("tail_left", "degraded") in service.daemon.diagnoser.memory.records
+
+
+async def test_reload_with_new_components_swaps_the_car_and_keeps_what_still_applies(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    settings = service_settings(*broker, tmp_path / "state")
+    path = tmp_path / "car.toml"
+    prefix = f"ha-{uuid.uuid4().hex[:8]}"  # this test's own Home Assistant
+    write_config(path, settings, homeassistant={"prefix": prefix})
+    service = Service(config.load(path), config_path=path)
+    memory = service.daemon.diagnoser.memory
+    root = service.publisher.topics.root
+    discovery = f"{prefix}/device/{homeassistant.node_id('demo-car')}/config"
+    async with running(service), subscribed(*broker, f"{root}/#") as sub:
+        await wait_until(lambda: service.publisher.connected)
+        service.daemon.car.inject("reverse", "open_circuit")
+        service.daemon.car.inject("tail_left", "degraded")
+        await wait_until(
+            lambda: {("reverse", "open_circuit"), ("tail_left", "degraded")} <= set(memory.records)
+        )
+        await sub.wait_for(lambda: bool(sub.on(f"{root}/components/reverse")), what="reverse")
+
+        # The new car has no reversing lamp and a rear fog lamp on the rear controller.
+        raw = tomllib.loads(path.read_text())
+        raw["components"] = [c for c in raw["components"] if c["id"] != "reverse"] + [
+            {
+                "kind": "lamp",
+                "id": "fog_rear",
+                "function": "tail",
+                "power_w": 21,
+                "controller": "bcm",
+            }
+        ]
+        path.write_text(tomli_w.dumps(raw))
+        assert service.reload() is True
+
+        await wait_until(lambda: "fog_rear" in service.daemon.car.parts)
+        assert "reverse" not in service.daemon.car.parts
+        await wait_until(lambda: ("reverse", "open_circuit") not in memory.records)
+        assert ("tail_left", "degraded") in memory.records  # still the same part: remembered
+        assert service.publisher.connections == 1  # the connection was kept
+        # Subscribers hear that the reversing lamp's fault is gone, and its retained topic goes.
+        await sub.wait_for(
+            lambda: any(
+                e["type"] == "fault_cleared" and e["component"] == "reverse"
+                for e in sub.json_on(f"{root}/events")
+            ),
+            what="fault_cleared for reverse",
+        )
+        await sub.wait_for(
+            lambda: sub.on(f"{root}/components/reverse")[-1:] == [b""], what="removed"
+        )
+        await sub.wait_for(lambda: bool(sub.on(f"{root}/components/fog_rear")), what="fog_rear")
+        fog = json.loads(sub.on(f"{root}/components/fog_rear")[-1])
+        assert fog["kind"] == "lamp"
+    # Home Assistant is told to drop the reversing lamp's entity and to add the fog lamp's.
+    async with subscribed(*broker, discovery) as ha:
+        await ha.wait_for(lambda: bool(ha.on(discovery)), what="discovery")
+        components = json.loads(ha.on(discovery)[-1])["components"]
+    assert components["reverse_problem"] == {"platform": "binary_sensor"}
+    assert components["fog_rear_problem"]["device_class"] == "problem"
 
 
 def test_reload_keeps_the_identity_of_the_running_car(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from carlightd.config import Settings
+from carlightd.config import ComponentConfig, Settings
 from carlightd.diagnostics.dtc import WarningLamp, lookup
 from carlightd.diagnostics.isolation import Finding, Topology, isolate
 from carlightd.diagnostics.memory import FaultEvent, FaultMemory, FaultRecord, FaultStatus
@@ -144,6 +144,7 @@ class Diagnoser:
         self.topology = Topology(settings.components)
         self.memory = memory
         self.cycle = 0
+        self._carried: list[FaultEvent] = []  # events to hand on with the next report
         self._last_ignition: Ignition | None = None
         self._last: tuple[Ignition, dict[str, Finding], Mapping[str, ReadOutcome]] = (
             Ignition.OFF,
@@ -163,9 +164,17 @@ class Diagnoser:
             for part_id, test in self.tests.items()
         }
         findings = isolate(results, self.topology, self.memory.remembered_roots())
-        events = self.memory.update(findings, now)
+        events = self._carried + self.memory.update(findings, now)
+        self._carried = []
         self._last = (ignition, findings, readings)
         return self._report(events, now)
+
+    def replace_parts(self, components: list[ComponentConfig], now: datetime) -> None:
+        """The car's parts changed (a reload): new tests and topology; what is remembered of a part
+        that is gone (or is now another kind of part) is cleared, and the next report says so."""
+        self.tests = {c.id: self_test_for(c) for c in components}
+        self.topology = Topology(components)
+        self._carried += self.memory.forget({c.id: c.kind for c in components}, now)
 
     def clear(self, now: datetime) -> CycleReport:
         """Clear the fault memory (a scan tool's command); the report carries the events."""

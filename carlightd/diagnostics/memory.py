@@ -183,6 +183,14 @@ class FaultMemory:
         self.records.clear()
         return events
 
+    def forget(self, keep: Mapping[str, str], now: datetime) -> list[FaultEvent]:
+        """The car's parts changed (a reload): records of parts that are gone, or are now another
+        kind of part, are cleared, each with its `fault_cleared` event."""
+        gone = [r for r in self.faults() if keep.get(r.component) != r.kind]
+        for record in gone:
+            del self.records[(record.component, record.failure)]
+        return [self._event("fault_cleared", record, now) for record in gone]
+
     def start_operation_cycle(self) -> None:
         """The key was turned on: the per-operation-cycle status bits start afresh."""
         for record in self.records.values():

@@ -120,6 +120,7 @@ class CycleRunner:
         # Called after every cycle with whether it finished on time (watchdog, heartbeat).
         self.on_cycle: Callable[[CycleReport, bool], None] = lambda report, on_time: None
         self._regrid = False
+        self._between_cycles: list[Callable[[], None]] = []
 
     def set_period(self, cycle_s: float, read_timeout_s: float) -> None:
         """A new period from a reload: the schedule starts a fresh grid after this cycle."""
@@ -127,7 +128,13 @@ class CycleRunner:
         self.read_timeout_s = read_timeout_s
         self._regrid = True
 
+    def between_cycles(self, change: Callable[[], None]) -> None:
+        """Make `change` before the next cycle starts, never while a cycle is reading the car."""
+        self._between_cycles.append(change)
+
     async def run_once(self) -> CycleReport:
+        while self._between_cycles:
+            self._between_cycles.pop(0)()
         self.car.advance(self.cycle_s)
         readings = await self.bus.read_all(self.diagnoser.tests, self.read_timeout_s)
         report = self.diagnoser.diagnose(self.car.ignition, readings, self.wall_clock())

@@ -167,12 +167,10 @@ class Service:
         old = self.settings
         applied: list[str] = []
         refused: list[str] = []
-        # Identity and the car itself: changing them live would mix two cars' fault memories.
+        # Identity: changing it live would mix two cars' fault memories and state files.
         for name, before, after in (
             ("vehicle.id", old.vehicle.id, new.vehicle.id),
             ("diagnostics.state_dir", old.diagnostics.state_dir, new.diagnostics.state_dir),
-            ("components", old.components, new.components),
-            ("simulation.seed", old.simulation.seed, new.simulation.seed),
         ):
             if before != after:
                 refused.append(name)
@@ -180,14 +178,18 @@ class Service:
             new = new.model_copy(
                 update={
                     "vehicle": new.vehicle.model_copy(update={"id": old.vehicle.id}),
-                    "components": old.components,
                     "diagnostics": new.diagnostics.model_copy(
                         update={"state_dir": old.diagnostics.state_dir}
                     ),
-                    "simulation": new.simulation.model_copy(update={"seed": old.simulation.seed}),
                 }
             )
-        runner, memory, car = self.daemon.runner, self.daemon.diagnoser.memory, self.daemon.car
+        runner, memory = self.daemon.runner, self.daemon.diagnoser.memory
+        if new.components != old.components or new.simulation.seed != old.simulation.seed:
+            # A new simulated car, swapped in between two cycles; the fault memory is kept for
+            # the parts it still has.
+            runner.between_cycles(lambda: self._replace_car(new))
+            applied.append("components")
+        car = self.daemon.car
         diagnostics = new.diagnostics
         if diagnostics != old.diagnostics:
             runner.set_period(diagnostics.cycle_s, diagnostics.read_timeout_s)
@@ -211,11 +213,31 @@ class Service:
         else:
             self.publisher.settings = new
             self.publisher.telemetry_s = diagnostics.telemetry_s
-            if new.homeassistant != old.homeassistant:
+            if new.homeassistant != old.homeassistant or new.components != old.components:
                 # Discovery on, off (removes the entities) or switched between modes.
                 self.publisher.announce_to_home_assistant()
                 applied.append("homeassistant")
         return applied, refused
+
+    def _replace_car(self, settings: Settings) -> None:
+        old = self.daemon.car
+        car = Car(
+            settings.components,
+            seed=settings.simulation.seed,
+            noise=settings.simulation.noise,
+            ignition=old.ignition,  # the key stays where it is
+            profile=settings.simulation.profile,
+        )
+        runner = self.daemon.runner
+        self.daemon.car = runner.car = car
+        runner.bus = SimulatedSensorBus(car)
+        before = len(self.daemon.diagnoser.memory.records)
+        self.daemon.diagnoser.replace_parts(settings.components, runner.wall_clock())
+        log.info(
+            "car_replaced",
+            components=len(settings.components),
+            faults_forgotten=before - len(self.daemon.diagnoser.memory.records),
+        )
 
     async def run(self) -> None:
         log.info(

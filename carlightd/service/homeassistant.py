@@ -10,6 +10,7 @@ Home Assistant is told to remove them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from carlightd import __version__
@@ -135,20 +136,30 @@ def entity_topic(settings: Settings, platform: str, object_id: str) -> str:
     return f"{settings.homeassistant.prefix}/{platform}/{node}/{object_id}/config"
 
 
-def discovery_messages(settings: Settings) -> dict[str, dict[str, Any] | None]:
-    """topic -> payload (None: an empty retained message, removing what was there)."""
+def discovery_messages(
+    settings: Settings, retired: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """topic -> payload (None: an empty retained message, removing what was there).
+
+    `retired` (object id -> platform) are entities announced before that the configuration no
+    longer has (parts removed on a reload): Home Assistant removes one component of a device when
+    it comes with nothing but its platform, and a per-entity one with an empty message.
+    """
     entities = components(settings)
     enabled = settings.homeassistant.discovery
     mode = settings.homeassistant.mode
     messages: dict[str, dict[str, Any] | None] = {}
+    gone = {k: v for k, v in (retired or {}).items() if k not in entities}
     device_payload = {
         "device": _device(settings),
         "origin": ORIGIN,
         **_availability(settings),
-        "components": entities,
+        "components": {**entities, **{k: {"platform": v} for k, v in gone.items()}},
         "qos": 1,
     }
     messages[device_topic(settings)] = device_payload if enabled and mode == "device" else None
+    for object_id, platform in gone.items():
+        messages[entity_topic(settings, platform, object_id)] = None
     for object_id, entity in entities.items():
         topic = entity_topic(settings, entity["platform"], object_id)
         if enabled and mode == "entity":

@@ -156,11 +156,16 @@ class Publisher:
         self._faults_key: tuple[Any, ...] | None = None
         self._telemetry_at: float | None = None
         self._discovery_topics: list[str] = []
+        self._announced: dict[str, str] = {}  # Home Assistant object id -> platform
         self.announce_to_home_assistant()
 
     def announce_to_home_assistant(self) -> None:
         """(Re)state the discovery messages; retained like the rest, so resent on reconnect."""
-        for topic, payload in homeassistant.discovery_messages(self.settings).items():
+        current = {k: v["platform"] for k, v in homeassistant.components(self.settings).items()}
+        retired = {k: v for k, v in self._announced.items() if k not in current}
+        self._announced = {**retired, **current}
+        messages = homeassistant.discovery_messages(self.settings, retired)
+        for topic, payload in messages.items():
             self._set(topic, b"" if payload is None else json.dumps(payload).encode())
             if topic not in self._discovery_topics:
                 self._discovery_topics.append(topic)
@@ -175,6 +180,8 @@ class Publisher:
         if faults_key != self._faults_key:
             self._faults_key = faults_key
             self._set(self.topics.faults, FaultsPayload.of(self.vehicle, report).encode())
+        if report.components.keys() != self._component_keys.keys():
+            self._forget_parts_not_in(report)
         for part_id, state in report.components.items():
             # What a subscriber cares about; the judged values in `reason` of a failing part move
             # with the noise and are refreshed with the readings.
@@ -197,6 +204,14 @@ class Publisher:
             self._telemetry_at = now
             self._telemetry = TelemetryPayload.of(self.vehicle, report).encode()
         self._wake.set()
+
+    def _forget_parts_not_in(self, report: CycleReport) -> None:
+        """Parts the car no longer has (a reload changed its components): their retained topics
+        are removed from the broker with an empty retained message."""
+        for part_id in self._component_keys.keys() - report.components.keys():
+            del self._component_keys[part_id]
+            self._component_sent_at.pop(part_id, None)
+            self._set(self.topics.component(part_id), b"")
 
     def _set(self, topic: str, payload: bytes) -> None:
         self._retained[topic] = payload
