@@ -14,6 +14,7 @@ from carlightd.config import Settings
 from carlightd.diagnostics.diagnoser import CycleReport, Diagnoser
 from carlightd.diagnostics.memory import FaultEvent, FaultMemory
 from carlightd.diagnostics.persistence import StateRejectedError, StateStore
+from carlightd.domain import Ignition
 from carlightd.service import health
 from carlightd.service.commands import CommandHandler
 from carlightd.service.cycle import CycleRunner, CycleSink
@@ -38,15 +39,20 @@ class Daemon:
         return await self.runner.clear_faults()
 
 
+def make_car(settings: Settings, ignition: Ignition) -> Car:
+    simulation = settings.simulation
+    return Car(
+        settings.components,
+        seed=simulation.seed,
+        noise=simulation.noise,
+        ignition=ignition,
+        profile=simulation.profile,
+    )
+
+
 def build(settings: Settings, sink: CycleSink) -> Daemon:
     diagnostics = settings.diagnostics
-    car = Car(
-        settings.components,
-        seed=settings.simulation.seed,
-        noise=settings.simulation.noise,
-        ignition=settings.vehicle.ignition,
-        profile=settings.simulation.profile,
-    )
+    car = make_car(settings, settings.vehicle.ignition)
     memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
     # Made now, so a state directory that cannot exist stops the start, not the first fault.
     diagnostics.state_dir.mkdir(parents=True, exist_ok=True)
@@ -214,23 +220,19 @@ class Service:
             self.publisher.settings = new
             self.publisher.telemetry_s = diagnostics.telemetry_s
             if new.homeassistant != old.homeassistant or new.components != old.components:
-                # Discovery on, off (removes the entities) or switched between modes.
+                # Discovery on, off (removes the entities), switched between modes, or parts
+                # added and removed.
                 self.publisher.announce_to_home_assistant()
                 applied.append("homeassistant")
         return applied, refused
 
     def _replace_car(self, settings: Settings) -> None:
         old = self.daemon.car
-        car = Car(
-            settings.components,
-            seed=settings.simulation.seed,
-            noise=settings.simulation.noise,
-            ignition=old.ignition,  # the key stays where it is
-            profile=settings.simulation.profile,
-        )
+        car = make_car(settings, old.ignition)  # the key stays where it is
         runner = self.daemon.runner
         self.daemon.car = runner.car = car
         runner.bus = SimulatedSensorBus(car)
+        self.publisher.forget_parts(set(old.parts) - set(car.parts))
         before = len(self.daemon.diagnoser.memory.records)
         self.daemon.diagnoser.replace_parts(settings.components, runner.wall_clock())
         log.info(

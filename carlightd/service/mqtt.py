@@ -16,7 +16,7 @@ import random
 import ssl
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
@@ -180,8 +180,6 @@ class Publisher:
         if faults_key != self._faults_key:
             self._faults_key = faults_key
             self._set(self.topics.faults, FaultsPayload.of(self.vehicle, report).encode())
-        if report.components.keys() != self._component_keys.keys():
-            self._forget_parts_not_in(report)
         for part_id, state in report.components.items():
             # What a subscriber cares about; the judged values in `reason` of a failing part move
             # with the noise and are refreshed with the readings.
@@ -205,11 +203,11 @@ class Publisher:
             self._telemetry = TelemetryPayload.of(self.vehicle, report).encode()
         self._wake.set()
 
-    def _forget_parts_not_in(self, report: CycleReport) -> None:
+    def forget_parts(self, part_ids: Iterable[str]) -> None:
         """Parts the car no longer has (a reload changed its components): their retained topics
         are removed from the broker with an empty retained message."""
-        for part_id in self._component_keys.keys() - report.components.keys():
-            del self._component_keys[part_id]
+        for part_id in part_ids:
+            self._component_keys.pop(part_id, None)
             self._component_sent_at.pop(part_id, None)
             self._set(self.topics.component(part_id), b"")
 
@@ -341,14 +339,16 @@ class Publisher:
         except BaseException:  # cancelled (a stop, a reconnect): all of them are due again
             self._dirty.update(dict.fromkeys(sent))
             raise
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for (topic, _), result in zip(sent.items(), results, strict=True):
+        failure: BaseException | None = None
+        for topic, result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
                 self._dirty[topic] = None
+                if failure is None:
+                    failure = result
             else:
                 self.published += 1
-        if failures:
-            raise failures[0]
+        if failure is not None:
+            raise failure
 
     async def _receive_forever(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
