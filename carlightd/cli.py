@@ -212,7 +212,7 @@ def _client_command(args: argparse.Namespace, settings: config.Settings) -> int:
                 )
                 return EXIT_FAILURE
             if args.json:
-                print(faults.model_dump_json(indent=2))
+                print(client.faults_json(faults))
             else:
                 print(client.format_faults(faults, availability))
             return EXIT_OK

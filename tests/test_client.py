@@ -155,12 +155,12 @@ async def test_live_watch_table_shows_parts_faults_and_events(daemon_env: Servic
             client.watch_live(
                 service.settings,
                 console,
-                until=lambda s: any(e.get("type") == "fault_confirmed" for e in s.events),
+                until=lambda s: any(e.type == "fault_confirmed" for e in s.events),
             ),
             15,
         )
     assert state.availability == "online"
-    assert state.components["headlamp_right"]["status"] in ("pending", "failed")
+    assert state.components["headlamp_right"].status in ("pending", "failed")
     plain = Console(file=io.StringIO(), width=140, color_system=None)
     plain.print(render(state))
     text = plain.file.getvalue()  # type: ignore[attr-defined]
