@@ -16,6 +16,7 @@ from carlightd.service.payloads import (
     EventPayload,
     FaultsPayload,
     OkResponse,
+    StatusPayload,
     TelemetryPayload,
 )
 
@@ -25,6 +26,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "component": ComponentPayload,
     "event": EventPayload,
     "telemetry": TelemetryPayload,
+    "status": StatusPayload,
     "response-ok": OkResponse,
     "response-error": ErrorResponse,
     "request-inject_fault": InjectFault,

@@ -47,8 +47,9 @@ async def test_broker_restart_republishes_everything(
             lambda: service.publisher.connections == 2 and service.publisher.backlog == 0
         )
         async with subscribed("127.0.0.1", broker.port, f"{root}/#") as sub:
+            parts = {f"{root}/components/{c.id}" for c in service.settings.components}
             await sub.wait_for(
-                lambda: len({t for t, _, retained in sub.messages if retained}) >= 20,
+                lambda: parts <= {t for t, _, retained in sub.messages if retained},
                 what="the retained state again",
             )
             assert sub.on(f"{root}/availability") == [b"online"]

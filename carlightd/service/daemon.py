@@ -112,11 +112,41 @@ class Service:
         self.publisher.handler = self.handler
         self.publisher.outbox = runner.outbox
         self.publisher.persist = runner.save
+        memory = self.daemon.diagnoser.memory
+        self.publisher.event_seq = lambda: memory.seq
+        self.publisher.problems = self._problems
+        self.publisher.on_broker_seq = self._continue_above
+        self._loaded_seq = memory.seq
         runner.on_cycle = self._after_cycle
         self.stop = asyncio.Event()
         self._ready = False
         self._status = ""
         self._heartbeat_at = float("-inf")
+
+    def _problems(self) -> list[str]:
+        """What is wrong with the daemon itself, for ROOT/status."""
+        problem = getattr(self.daemon.runner.store, "problem", None)
+        return [problem] if problem else []
+
+    def _continue_above(self, broker_seq: int) -> None:
+        """The broker remembers events up to `broker_seq`, more than the state file said (it was
+        not saved, or deleted): this run's events so far, never published, are renumbered above
+        it, and the sequence continues from there. A gap, never a reuse."""
+        if broker_seq <= self._loaded_seq:
+            return
+        shift = broker_seq - self._loaded_seq
+        memory = self.daemon.diagnoser.memory
+        moved = self.daemon.runner.outbox.renumber_after(self._loaded_seq, shift)
+        memory.seq += shift
+        log.warning(
+            "event_seq_continues_above_broker",
+            state_file_seq=self._loaded_seq,
+            broker_seq=broker_seq,
+            renumbered_events=moved,
+            next_seq=memory.seq + 1,
+        )
+        self._loaded_seq = broker_seq
+        self.daemon.runner.save()
 
     def _status_line(self, report: CycleReport) -> str:
         mqtt = "connected" if self.publisher.connected else "disconnected"
@@ -254,6 +284,12 @@ class Service:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.daemon.runner.run(self.stop), name="cycle")
                 group.create_task(self.publisher.run(self.stop), name="mqtt")
+        except BaseException:
+            # Not a clean stop: whatever failed, `online` must not outlive the daemon.
+            log.error("stopping_after_failure", cycles=self.daemon.diagnoser.cycle)
+            self.notifier.stopping()
+            await asyncio.shield(self.publisher.say_offline())
+            raise
         finally:
             self.notifier.stopping()
         log.info("stopped", cycles=self.daemon.diagnoser.cycle)

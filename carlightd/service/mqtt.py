@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import socket
 import ssl
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -25,8 +29,8 @@ import aiomqtt
 from carlightd import logs
 from carlightd.config import Settings
 from carlightd.diagnostics.diagnoser import CycleReport
-from carlightd.service import homeassistant, tcp
-from carlightd.service.commands import CommandHandler
+from carlightd.service import homeassistant, inbox, tcp
+from carlightd.service.commands import CommandHandler, printable
 from carlightd.service.outbox import Outbox
 from carlightd.service.payloads import (
     OFFLINE,
@@ -34,6 +38,7 @@ from carlightd.service.payloads import (
     ComponentPayload,
     EventPayload,
     FaultsPayload,
+    StatusPayload,
     TelemetryPayload,
     Topics,
     payload_bytes,
@@ -53,6 +58,12 @@ STOP_FLUSH_S = 1.0
 # few enough that aiomqtt's and paho's per-message bookkeeping (which scans what is in flight)
 # stays cheap, and under aiomqtt's "pending calls" warning (10).
 RETAINED_IN_FLIGHT = 8
+# Last words after a failure: how long to try to say `offline` before giving up.
+LAST_WORDS_S = 2.0
+# A connection lost this soon after it was made, several times in a row, is another client
+# taking over our client id (a broker disconnects the older of two clients with one id).
+SHORT_SESSION_S = 30.0
+TAKEOVERS_BEFORE_ERROR = 3
 
 
 def backoff_delays(rng: random.Random) -> Any:
@@ -103,7 +114,12 @@ def client_id(root: str, vehicle: str) -> str:
     return f"carlightd-{vehicle}-{zlib.crc32(root.encode()):08x}"
 
 
-def make_client(settings: Settings, identifier: str, will: aiomqtt.Will | None) -> aiomqtt.Client:
+def make_client(
+    settings: Settings,
+    identifier: str,
+    will: aiomqtt.Will | None,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
+) -> aiomqtt.Client:
     mqtt = settings.mqtt
     client = aiomqtt.Client(
         mqtt.host,
@@ -116,6 +132,7 @@ def make_client(settings: Settings, identifier: str, will: aiomqtt.Will | None) 
         timeout=CONNECT_TIMEOUT_S,
         tls_context=tls_context(settings),
         max_queued_incoming_messages=MAX_QUEUED_INCOMING,
+        queue_type=queue_type,
         max_queued_outgoing_messages=MAX_QUEUED_OUTGOING,
         socket_options=[tcp.NODELAY],  # small messages, sent as they happen
     )
@@ -157,6 +174,28 @@ class Publisher:
         self._telemetry_at: float | None = None
         self._discovery_topics: list[str] = []
         self._announced: dict[str, str] = {}  # Home Assistant object id -> platform
+        # Requests are hostile input: counted, throttled in the log, summarised per interval.
+        self.requests = inbox.RequestStats()
+        self._request_log = inbox.Throttle(self.requests)
+        self._retained_requests_seen: set[str] = set()
+        # ROOT/status: who we are, what is wrong with the daemon itself, the last event seq.
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.started_at = datetime.now(UTC)
+        self.problems: Callable[[], list[str]] = list
+        self._status_key: tuple[Any, ...] | None = None
+        # The highest event seq handed out so far (the fault memory's); ROOT/status carries it
+        # and reaches the broker before any event numbered up to it.
+        self.event_seq: Callable[[], int] = lambda: 0
+        self._status_seq = 0  # the seq in the latest status payload
+        self._status_seq_sent = -1  # the seq in the latest status the broker acknowledged
+        # Told the highest seq the broker remembers, once, at the first connection (so a
+        # restart from an older state file continues above it).
+        self.on_broker_seq: Callable[[int], None] = lambda seq: None
+        self._seq_synced = False
+        self.offline_published = False
+        self.takeovers = 0  # connections lost soon after they were made, in a row
+        self._summary_base: dict[str, int] = {}
+        self._foreign_instance: str | None = None
         self.announce_to_home_assistant()
 
     def announce_to_home_assistant(self) -> None:
@@ -201,7 +240,28 @@ class Publisher:
         if self._telemetry_at is None or now - self._telemetry_at >= self.telemetry_s:
             self._telemetry_at = now
             self._telemetry = TelemetryPayload.of(self.vehicle, report).encode()
+        self._update_status()
         self._wake.set()
+
+    def _update_status(self) -> None:
+        """Restate `ROOT/status` when what it says changed (problems, or the last event seq)."""
+        problems = self.problems()
+        seq = self.event_seq()
+        key = (tuple(problems), seq)
+        if key == self._status_key:
+            return
+        self._status_key = key
+        self._status_seq = seq
+        payload = StatusPayload(
+            vehicle=self.vehicle,
+            updated_at=datetime.now(UTC),
+            instance=self.instance,
+            started_at=self.started_at,
+            state_saved=not problems,
+            problems=[printable(problem) for problem in problems],
+            last_event_seq=seq,
+        )
+        self._set(self.topics.status, payload.encode())
 
     def forget_parts(self, part_ids: Iterable[str]) -> None:
         """Parts the car no longer has (a reload changed its components): their retained topics
@@ -239,22 +299,39 @@ class Publisher:
         self._reconnect.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stay connected until `stop`; then flush briefly, say `offline` and disconnect."""
+        """Stay connected until `stop`; then flush briefly, say `offline` and disconnect.
+
+        Connection trouble is retried for ever. Anything else escapes (a bug): the session says
+        `offline` on its way out, as a clean disconnect would otherwise discard the will.
+        """
         delays = backoff_delays(self.rng)
         while not stop.is_set():
             self._reconnect.clear()
             mqtt = self.settings.mqtt
             will = aiomqtt.Will(self.topics.availability, OFFLINE, qos=1, retain=True)
-            client = make_client(self.settings, client_id(self.topics.root, self.vehicle), will)
+            client = make_client(
+                self.settings,
+                client_id(self.topics.root, self.vehicle),
+                will,
+                inbox.counting_queue(self.requests),
+            )
+            connected_at: float | None = None
             try:
                 async with client:
-                    delays = backoff_delays(self.rng)
+                    connected_at = self.clock()
                     await self._session(client, stop)
+                    delays = backoff_delays(self.rng)
                     continue
             except* aiomqtt.MqttError as group:
                 error = group.exceptions[0]
                 was_connected = self.connected
                 self.connected = False
+                short = connected_at is not None and self.clock() - connected_at < SHORT_SESSION_S
+                if connected_at is not None and not short:
+                    delays = backoff_delays(self.rng)  # a session that lasted: start afresh
+                # Short sessions keep the backoff growing: two clients fighting over one id
+                # slow down instead of kicking each other off several times a second.
+                self.takeovers = self.takeovers + 1 if short else 0
                 delay = next(delays)
                 log.warning(
                     "mqtt_connection_lost" if was_connected else "mqtt_connect_failed",
@@ -264,19 +341,46 @@ class Publisher:
                     retry_in_s=round(delay, 2),
                     backlog=self.backlog,
                 )
+                if self.takeovers >= TAKEOVERS_BEFORE_ERROR:
+                    self._report_takeover(client_id(self.topics.root, self.vehicle))
             finally:
                 self.connected = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await _first_of(stop, self._reconnect)
 
+    def _report_takeover(self, identifier: str) -> None:
+        other = self._foreign_instance or "unknown (it published no status)"
+        log.error(
+            "mqtt_connection_taken_over",
+            times=self.takeovers,
+            client_id=identifier,
+            other_instance=other,
+            cause=(
+                f"the broker keeps closing this connection soon after it opens: another client "
+                f"uses client id {identifier!r} — most likely a second carlightd with vehicle.id "
+                f"{self.vehicle!r} and base_topic {self.settings.mqtt.base_topic!r} (instance "
+                f"{other}); give every car its own vehicle.id"
+            ),
+        )
+
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        self.offline_published = False
         # Listen before saying `online`: whoever sees `online` may send a command at once.
+        subscriptions = [(self.topics.status, 1)]
         if self.handler is not None:
-            await client.subscribe(self.topics.requests, qos=1)
+            subscriptions.append((self.topics.requests, 1))
         if self.settings.homeassistant.discovery:
-            await client.subscribe(homeassistant.status_topic(self.settings), qos=1)
+            subscriptions.append((homeassistant.status_topic(self.settings), 1))
+        await client.subscribe(subscriptions)
         await client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
+        # The broker sent the retained messages of our subscriptions before it acknowledged
+        # `online` (it handles one client's packets in order): the last status is here now.
+        await self._take_queued(client)
+        if not self._seq_synced:
+            self._seq_synced = True
+            self.on_broker_seq(0)  # nothing remembered: the state file's seq stands
+        self._update_status()
         # The broker may have lost everything (or be a new one): everything is news to it.
         for topic in self._retained:
             self._dirty[topic] = None
@@ -285,19 +389,54 @@ class Publisher:
         mqtt = self.settings.mqtt
         log.info("mqtt_connected", host=mqtt.host, port=mqtt.port, root=self.topics.root)
         self._wake.set()
-        async with asyncio.TaskGroup() as group:
-            sender = group.create_task(self._send_forever(client), name="mqtt-send")
-            receiver = group.create_task(self._receive_forever(client), name="mqtt-receive")
-            await _first_of(stop, self._reconnect)
-            await cancel_and_wait(receiver)
-            await cancel_and_wait(sender)
+        try:
+            async with asyncio.TaskGroup() as group:
+                sender = group.create_task(self._send_forever(client), name="mqtt-send")
+                receiver = group.create_task(self._receive_forever(client), name="mqtt-receive")
+                summary = group.create_task(self._summarise_forever(), name="mqtt-summary")
+                await _first_of(stop, self._reconnect)
+                for task in (receiver, sender, summary):
+                    await cancel_and_wait(task)
+        except BaseException:
+            # Not a clean stop (a lost connection, a bug, a cancelled daemon). aiomqtt closes
+            # the connection cleanly on the way out, and a clean close discards the will:
+            # `offline` must be said here, or `online` stays behind a dead daemon.
+            await self._last_words(client)
+            raise
         # A clean stop (or a move to other broker settings): what is queued goes out if it can,
         # briefly, then `offline`.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_FLUSH_S):
                 await self._flush(client)
         await client.publish(self.topics.availability, OFFLINE, qos=1, retain=True, timeout=1.0)
+        self.offline_published = True
+        self._log_summary(final=True)
         log.info("mqtt_offline_published", backlog=self.backlog)
+
+    async def _last_words(self, client: aiomqtt.Client) -> None:
+        """Try, briefly, to publish `offline` on a connection that is about to close."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(LAST_WORDS_S):
+                await client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
+                self.offline_published = True
+                log.info("mqtt_offline_published", after="failure")
+
+    async def say_offline(self) -> bool:
+        """After a failure that left no chance to say it on the session: a short connection of
+        its own publishes `offline`. True when the broker has it."""
+        if self.offline_published:
+            return True
+        client = make_client(self.settings, client_id(self.topics.root, self.vehicle), None)
+        try:
+            async with asyncio.timeout(LAST_WORDS_S + CONNECT_TIMEOUT_S):
+                async with client:
+                    await client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
+        except (aiomqtt.MqttError, TimeoutError, OSError) as error:
+            log.error("mqtt_offline_not_published", error=str(error))
+            return False
+        self.offline_published = True
+        log.info("mqtt_offline_published", after="failure", connection="new")
+        return True
 
     async def _send_forever(self, client: aiomqtt.Client) -> None:
         while True:
@@ -306,7 +445,13 @@ class Publisher:
             await self._flush(client)
 
     async def _flush(self, client: aiomqtt.Client) -> None:
-        # Events first, in order, each leaving the outbox only once the broker acknowledged it.
+        # The sequence's high-water mark reaches the broker before any event numbered up to it:
+        # a restart that lost its state file learns from it where to continue (never reusing).
+        last = self.outbox.last()
+        if last is not None and last.seq > self._status_seq_sent:
+            self._update_status()
+            await self._publish_retained(client, [self.topics.status])
+        # Events next, in order, each leaving the outbox only once the broker acknowledged it.
         acknowledged = False
         try:
             while (event := self.outbox.first()) is not None:
@@ -329,8 +474,9 @@ class Publisher:
         one write and one read carry several messages, instead of a round trip each. A topic leaves
         `_dirty` only when the broker has it; one that changes meanwhile stays due."""
         sent = {topic: self._retained[topic] for topic in topics}
+        status_seq = self._status_seq
         for topic in topics:
-            del self._dirty[topic]
+            self._dirty.pop(topic, None)
         try:
             results = await asyncio.gather(
                 *(client.publish(t, p, qos=1, retain=True) for t, p in sent.items()),
@@ -347,29 +493,133 @@ class Publisher:
                     failure = result
             else:
                 self.published += 1
+                if topic == self.topics.status:
+                    self._status_seq_sent = max(self._status_seq_sent, status_seq)
         if failure is not None:
             raise failure
 
+    # --- what arrives: hostile input ----------------------------------------------------------
+
+    async def _take_queued(self, client: aiomqtt.Client) -> None:
+        """Handle the messages already queued (the retained ones of a new subscription)."""
+        messages = client.messages
+        for _ in range(len(messages)):
+            await self._on_message_guarded(client, await anext(messages))
+
     async def _receive_forever(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            if str(message.topic) == homeassistant.status_topic(self.settings):
-                if payload_bytes(message.payload) == b"online":  # Home Assistant (re)started
-                    for topic in self._discovery_topics:
-                        self._dirty[topic] = None
-                    self._wake.set()
-                    log.info("home_assistant_online", discovery=len(self._discovery_topics))
-                continue
-            if self.handler is None:
-                continue
-            command = self.topics.command_of(str(message.topic))
-            if command is None:
-                continue
-            response = await self.handler.handle(command, payload_bytes(message.payload))
+            await self._on_message_guarded(client, message)
+
+    async def _on_message_guarded(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """One bad message is logged, never fatal (only a lost connection ends the session)."""
+        try:
+            await self._on_message(client, message)
+        except aiomqtt.MqttError:
+            raise
+        except Exception:
+            self.requests.failed += 1
+            if self._request_log.allow():
+                log.exception("message_handling_failed", topic=printable(str(message.topic)[:200]))
+
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        if topic == self.topics.status:
+            self._on_status(payload_bytes(message.payload), retained=bool(message.retain))
+            return
+        if topic == homeassistant.status_topic(self.settings):
+            if payload_bytes(message.payload) == b"online":  # Home Assistant (re)started
+                for discovery_topic in self._discovery_topics:
+                    self._dirty[discovery_topic] = None
+                self._wake.set()
+                log.info("home_assistant_online", discovery=len(self._discovery_topics))
+            return
+        command = self.topics.command_of(topic)
+        if self.handler is None or command is None:
+            return
+        if message.retain:
+            # A retained request would be carried out again at every (re)connection.
+            self.requests.retained_ignored += 1
+            if topic not in self._retained_requests_seen:
+                self._retained_requests_seen.add(topic)
+                log.warning(
+                    "retained_request_ignored",
+                    topic=printable(topic[:200]),
+                    fix=f"clear it with: mosquitto_pub -r -n -t '{printable(topic[:200])}'",
+                )
+            return
+        self.requests.received += 1
+        response = await self.handler.handle(command, payload_bytes(message.payload))
+        error = getattr(response, "error", None)
+        response_topic = self.topics.response(command)
+        problem = inbox.topic_problem(response_topic)
+        if problem is not None:
+            self.requests.unanswerable += 1
+            if self._request_log.allow():
+                log.warning(
+                    "request_unanswerable",
+                    command=printable(command[:64]),
+                    command_chars=len(command),
+                    problem=f"no response: {problem}",
+                    error=error,
+                )
+            return
+        try:
+            body = response.encode()
+        except ValueError:  # cannot happen for what the handler returns; never fatal if it does
+            body = (
+                b'{"status":"error","error":"the response could not be encoded","transaction":null}'
+            )
+        if self._request_log.allow():
             log.info(
                 "command",
-                command=command[:64],
+                command=printable(command[:64]),
                 status=response.status,
-                error=getattr(response, "error", None),
+                error=error,
                 transaction=response.transaction,
             )
-            await client.publish(self.topics.response(command), response.encode(), qos=1)
+        await client.publish(response_topic, body, qos=1)
+        self.requests.answered += 1
+        self.requests.errors += response.status == "error"
+
+    def _on_status(self, payload: bytes, *, retained: bool) -> None:
+        """ROOT/status: ours, echoed; the last one of an earlier run (the seq to continue
+        above); or another daemon's, claiming the same car."""
+        if not payload:
+            return
+        try:
+            status = StatusPayload.model_validate_json(payload)
+        except ValueError as error:
+            log.warning("status_unreadable", problem=printable(str(error)[:200]))
+            return
+        if status.vehicle != self.vehicle:
+            log.warning("status_of_another_vehicle", vehicle=printable(status.vehicle[:64]))
+            return
+        if status.instance != self.instance:
+            if not retained:  # live: another daemon has just connected under our client id
+                self._foreign_instance = status.instance
+                log.error(
+                    "second_daemon_for_vehicle",
+                    vehicle=self.vehicle,
+                    other_instance=printable(status.instance[:200]),
+                    this_instance=self.instance,
+                )
+            elif status.updated_at > self.started_at:
+                self._foreign_instance = status.instance  # running since we started
+        if retained and not self._seq_synced:
+            self._seq_synced = True
+            self.on_broker_seq(status.last_event_seq)
+
+    # --- one summary line per interval ----------------------------------------------------------
+
+    async def _summarise_forever(self) -> None:
+        while True:
+            await asyncio.sleep(inbox.SUMMARY_INTERVAL_S)
+            self._log_summary()
+
+    def _log_summary(self, *, final: bool = False) -> None:
+        """Drops, suppressed log lines and what was answered since the last summary."""
+        delta = inbox.changes(self.requests, self._summary_base)
+        self._summary_base = self.requests.as_dict()
+        self._request_log.new_interval()
+        if delta.get("dropped") or delta.get("log_lines_suppressed") or (final and delta):
+            log.warning("requests_summary", **delta, totals=self._summary_base)

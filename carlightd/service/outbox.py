@@ -11,6 +11,7 @@ the oldest event is dropped, with an error line naming its `seq`, so a consumer 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterable
 
@@ -42,6 +43,19 @@ class Outbox:
 
     def first(self) -> FaultEvent | None:
         return self._events[0] if self._events else None
+
+    def last(self) -> FaultEvent | None:
+        return self._events[-1] if self._events else None
+
+    def renumber_after(self, seq: int, shift: int) -> int:
+        """Move the events numbered above `seq` up by `shift` (they were never published: their
+        numbers turned out to be taken); returns how many moved."""
+        moved = 0
+        for index, event in enumerate(self._events):
+            if event.seq > seq:
+                self._events[index] = dataclasses.replace(event, seq=event.seq + shift)
+                moved += 1
+        return moved
 
     def acknowledge(self, seq: int) -> None:
         """The broker has the event with this seq: it leaves the outbox (it is the oldest)."""

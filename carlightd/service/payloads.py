@@ -36,6 +36,7 @@ class Topics:
         self.events = f"{self.root}/events"
         self.telemetry = f"{self.root}/telemetry"
         self.requests = f"{self.root}/request/+"
+        self.status = f"{self.root}/status"
 
     def component(self, part_id: str) -> str:
         return f"{self.root}/components/{part_id}"
@@ -188,3 +189,27 @@ class ErrorResponse(_Payload):
     status: Literal["error"] = "error"
     error: str
     transaction: Transaction = None
+
+
+# An event seq above this is not believed (a hostile retained status could otherwise push the
+# sequence beyond what JSON consumers can count exactly).
+MAX_SEQ = 2**53 - 1
+
+
+class StatusPayload(_Payload):
+    """`ROOT/status` (retained; an extension of contract v1.1): how the daemon itself is doing.
+
+    `problems` names what is wrong with the daemon (not the car): today, state that cannot be
+    saved. `last_event_seq` is the highest event `seq` handed out; it reaches the broker before
+    any event numbered up to it, and a daemon that restarts with an older state file (a full
+    disk, a deleted file) continues above it, so no `seq` is ever reused. `instance` tells two
+    daemons that claim the same car apart.
+    """
+
+    vehicle: str
+    updated_at: datetime
+    instance: str = Field(description="host:pid:nonce of the daemon that published this")
+    started_at: datetime
+    state_saved: bool = Field(description="false while the fault memory cannot be saved")
+    problems: list[str] = Field(description="what is wrong with the daemon itself; [] when fine")
+    last_event_seq: int = Field(ge=0, le=MAX_SEQ)
