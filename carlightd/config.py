@@ -8,6 +8,7 @@ written into the TOML file is refused, so it never ends up in a repository.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections import Counter
 from importlib import resources
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -48,6 +50,43 @@ class TLSConfig(_Section):
     check_hostname: bool = True
 
 
+# The longest password an MQTT CONNECT packet can carry (a two-byte length).
+MQTT_MAX_PASSWORD_BYTES = 65_535
+
+
+def read_password_file(path: Path) -> str:
+    """The password in `path`, stripped of surrounding whitespace; ValueError says what is wrong.
+
+    Only a regular file: a pipe would block the start-up, and a device is never a secret.
+    """
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"{path} is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{path} is not a regular file")
+        with path.open("rb") as file:
+            data = file.read(MQTT_MAX_PASSWORD_BYTES + 1)
+    except FileNotFoundError:
+        dangling = path.is_symlink()
+        raise ValueError(
+            f"{path} is a symbolic link to a missing file" if dangling else f"{path}: no such file"
+        ) from None
+    except PermissionError:
+        raise ValueError(f"{path} is not readable (permission denied)") from None
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read: {error.strerror or error}") from None
+    try:
+        password = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    if not password:
+        raise ValueError(f"{path} is empty")
+    if len(password.encode()) > MQTT_MAX_PASSWORD_BYTES:
+        raise ValueError(f"{path} holds more than MQTT allows ({MQTT_MAX_PASSWORD_BYTES} bytes)")
+    return password
+
+
 class MQTTConfig(_Section):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=1883, ge=1, le=65535)
@@ -55,8 +94,12 @@ class MQTTConfig(_Section):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # What MQTT's two-byte field allows; 0 turns keepalive off.
+    keepalive_s: int = Field(default=30, ge=0, le=65535)
     tls: TLSConfig = TLSConfig()
+    # The password read from `password_file` when the configuration was loaded: what
+    # check-config accepted is what the daemon sends, even if the file goes away later.
+    _password_from_file: SecretStr | None = PrivateAttr(default=None)
 
     @field_validator("base_topic")
     @classmethod
@@ -65,11 +108,32 @@ class MQTTConfig(_Section):
             raise ValueError("must not start or end with '/'")
         return value
 
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_readable(cls, value: Path | None) -> Path | None:
+        # Checked here so that the problem is reported as mqtt.password_file.
+        if value is not None:
+            read_password_file(value)
+        return value
+
     @model_validator(mode="after")
     def _one_password_source(self) -> MQTTConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give either a password (from the environment) or password_file")
+        if self.password_file is not None:
+            self._password_from_file = SecretStr(read_password_file(self.password_file))
+        if self.secret() is not None and self.username is None:
+            # MQTT 3.1.1 carries a password only with a user name; the client would drop it.
+            raise ValueError("a password is set but mqtt.username is not; set both or neither")
         return self
+
+    def secret(self) -> str | None:
+        """The broker password from the environment or the password file, never from the TOML."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self._password_from_file is not None:
+            return self._password_from_file.get_secret_value()
+        return None
 
 
 class VehicleConfig(_Section):
@@ -77,9 +141,24 @@ class VehicleConfig(_Section):
     ignition: Ignition = Ignition.RUN
 
 
+READ_TIMEOUT_MAX_DEFAULT_S = 0.25
+
+
+def default_read_timeout(cycle_s: float) -> float:
+    """A quarter of the cycle, at most 0.25 s: the default car (1 s) keeps 0.25 s, and a faster
+    cycle needs no second setting. The rest of the cycle is for judging and publishing."""
+    return min(READ_TIMEOUT_MAX_DEFAULT_S, cycle_s / 4)
+
+
 class DiagnosticsConfig(_Section):
     cycle_s: float = Field(default=1.0, gt=0.0, le=3600.0)
-    read_timeout_s: float = Field(default=0.25, gt=0.0, le=60.0)
+    # Declared after cycle_s: the factory sees it (1.0 if cycle_s itself was invalid).
+    read_timeout_s: float = Field(
+        default_factory=lambda data: default_read_timeout(data.get("cycle_s", 1.0)),
+        gt=0.0,
+        le=60.0,
+        description="default: cycle_s / 4, at most 0.25",
+    )
     confirm_cycles: int = Field(default=3, ge=1, le=1000)
     heal_cycles: int = Field(default=3, ge=1, le=1000)
     telemetry_s: float = Field(default=5.0, gt=0.0, le=3600.0)
@@ -88,7 +167,11 @@ class DiagnosticsConfig(_Section):
     @model_validator(mode="after")
     def _timeout_fits_in_cycle(self) -> DiagnosticsConfig:
         if self.read_timeout_s >= self.cycle_s:
-            raise ValueError("read_timeout_s must be shorter than cycle_s")
+            raise ValueError(
+                f"read_timeout_s must be shorter than cycle_s (read_timeout_s "
+                f"{self.read_timeout_s:g} >= cycle_s {self.cycle_s:g}); leave read_timeout_s out "
+                "to follow cycle_s"
+            )
         return self
 
 
@@ -202,11 +285,7 @@ class Settings(BaseSettings):
 
     def mqtt_password(self) -> str | None:
         """The broker password from the environment or the password file, never from the TOML."""
-        if self.mqtt.password is not None:
-            return self.mqtt.password.get_secret_value()
-        if self.mqtt.password_file is not None:
-            return self.mqtt.password_file.read_text(encoding="utf-8").strip()
-        return None
+        return self.mqtt.secret()
 
 
 class ConfigError(Exception):

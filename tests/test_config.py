@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carlightd import cli, config, schemas
+from carlightd.service.daemon import Service
+from tests.brokers import subscribed, unique_base_topic
+from tests.conftest import running, wait_until
 
 DEFAULT = tomllib.loads(config.packaged_default().read_text())
 KNOWN_KEYS = config.load(config.packaged_default()).model_dump()
@@ -43,7 +53,7 @@ BAD_VALUES: list[tuple[tuple[str | int, ...], st.SearchStrategy[Any]]] = [
     (("mqtt", "port"), st.text(min_size=1).filter(lambda s: not s.strip().isdigit())),
     (
         ("mqtt", "keepalive_s"),
-        st.integers(max_value=4) | st.integers(min_value=3601, max_value=9**9),
+        st.integers(max_value=-1) | st.integers(min_value=65536, max_value=9**9),
     ),
     (("mqtt", "base_topic"), st.sampled_from(["", "/lead", "trail/", "a/#", "a/+/b"])),
     (("vehicle", "id"), not_ident),
@@ -126,7 +136,7 @@ def test_every_bad_field_is_listed_at_once(
         ),
         (
             lambda raw: raw["diagnostics"].update(read_timeout_s=5.0),
-            "read_timeout_s must be shorter",
+            "read_timeout_s must be shorter than cycle_s (read_timeout_s 5 >= cycle_s 1)",
         ),
         (lambda raw: raw["mqtt"].update(password="hunter2"), "mqtt.password: must not be written"),
     ],
@@ -167,6 +177,7 @@ def test_password_only_from_environment_or_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CARLIGHTD_MQTT__PASSWORD", "s3cret")
+    monkeypatch.setenv("CARLIGHTD_MQTT__USERNAME", "car")
     loaded = config.load(write(tmp_path, DEFAULT))
     assert loaded.mqtt_password() == "s3cret"
     assert "s3cret" not in repr(loaded)
@@ -258,3 +269,208 @@ def test_schemas_in_docs_are_up_to_date() -> None:
         f"{name}.schema.json" for name in schemas.all_schemas()
     }
     assert not stale, f"schemas for models that no longer exist: {stale}"
+
+
+# --- configuration that cannot work is refused at load time (exit 2), never a restart loop -------
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _dangling(path: Path) -> None:
+    path.symlink_to(path.with_name("gone"))
+
+
+PASSWORD_FILE_PROBLEMS: list[tuple[str, Callable[[Path], object], str]] = [
+    ("missing", lambda path: None, "no such file"),
+    ("directory", lambda path: path.mkdir(), "is a directory"),
+    ("dangling symlink", _dangling, "symbolic link to a missing file"),
+    ("empty", lambda path: path.write_text(" \n\t\n"), "is empty"),
+    ("not UTF-8", lambda path: path.write_bytes(b"p\xe4ssword\n"), "is not UTF-8 text"),
+    ("a pipe", _fifo, "is not a regular file"),  # reading it would block the start
+    ("too long", lambda path: path.write_text("x" * 65_536), "more than MQTT allows"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [pytest.param(make, problem, id=name) for name, make, problem in PASSWORD_FILE_PROBLEMS],
+)
+@pytest.mark.parametrize("via", ["file", "environment"])
+def test_unusable_password_file_exits_2_naming_it(  # noqa: PLR0917
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make: Callable[[Path], object],
+    problem: str,
+    via: str,
+) -> None:
+    secret = tmp_path / "mqtt-password"
+    make(secret)
+    raw = with_value(("mqtt", "username"), "car")
+    if via == "file":
+        raw["mqtt"]["password_file"] = str(secret)
+    else:
+        monkeypatch.setenv("CARLIGHTD_MQTT__PASSWORD_FILE", str(secret))
+    config_file = write(tmp_path, raw)
+    # check-config, and every other command, since they all load the configuration first.
+    for command in (["check-config"], ["faults"], ["health"]):
+        assert cli.main([*command, "--config", str(config_file)]) == 2
+        err = capsys.readouterr().err
+        assert f"  mqtt.password_file: {secret}" in err, err
+        assert problem in err, err
+
+
+def test_password_file_without_read_permission() -> None:
+    """As a process; root reads any file whatever its mode, so as root it runs as `nobody`."""
+    directory = Path(tempfile.mkdtemp(prefix="carlightd-perm-"))  # not under root's 0700 tmp
+    try:
+        directory.chmod(0o755)
+        secret = directory / "mqtt-password"
+        secret.write_text("s3cret\n")
+        secret.chmod(0)
+        raw = with_value(("mqtt", "username"), "car")
+        raw["mqtt"]["password_file"] = str(secret)
+        config_file = write(directory, raw)
+        config_file.chmod(0o644)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if os.geteuid() == 0 and shutil.which("setpriv") is None:
+            pytest.skip("as root this needs setpriv (util-linux) to drop privileges")
+        result = subprocess.run(
+            [
+                *(as_nobody if os.geteuid() == 0 else []),
+                sys.executable,
+                "-m",
+                "carlightd",
+                "check-config",
+                "--config",
+                str(config_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("CARLIGHTD_")},
+        )
+    finally:
+        shutil.rmtree(directory)
+    assert result.returncode == 2, result.stderr
+    assert f"  mqtt.password_file: {secret} is not readable (permission denied)" in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_password_file_is_read_once_at_load(tmp_path: Path) -> None:
+    """What check-config accepted is what the daemon sends: a secret file unmounted later does not
+    crash a reconnect; a reload that reads a new password counts as an MQTT change."""
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("  first\n")
+    raw = with_value(("mqtt", "username"), "car")
+    raw["mqtt"]["password_file"] = str(secret)
+    config_file = write(tmp_path, raw)
+    loaded = config.load(config_file)
+    secret.write_text("second\n")
+    reloaded = config.load(config_file)
+    secret.unlink()
+    assert loaded.mqtt_password() == "first"
+    assert reloaded.mqtt_password() == "second"
+    assert loaded.mqtt != reloaded.mqtt
+    assert "first" not in repr(loaded) + loaded.model_dump_json()
+
+
+def test_a_password_needs_a_username(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # MQTT 3.1.1 sends a password only with a user name: without one it would be dropped silently.
+    monkeypatch.setenv("CARLIGHTD_MQTT__PASSWORD", "s3cret")
+    assert cli.main(["check-config", "--config", str(write(tmp_path, DEFAULT))]) == 2
+    err = capsys.readouterr().err
+    assert "  mqtt: a password is set but mqtt.username is not" in err
+    assert "s3cret" not in err
+
+
+def test_run_with_an_unusable_password_file_exits_2_before_touching_the_broker(
+    tmp_path: Path,
+) -> None:
+    """`carlightd run` as a process: exit 2 (systemd does not restart it), nothing connects."""
+    with socket.socket() as fake_broker:
+        fake_broker.bind(("127.0.0.1", 0))
+        fake_broker.listen()
+        fake_broker.setblocking(False)
+        raw = with_value(("mqtt", "port"), fake_broker.getsockname()[1])
+        raw["mqtt"]["username"] = "car"
+        raw["mqtt"]["password_file"] = str(tmp_path / "no-such-password")
+        raw["diagnostics"]["state_dir"] = str(tmp_path / "state")
+        result = subprocess.run(
+            [sys.executable, "-m", "carlightd", "run", "--config", str(write(tmp_path, raw))],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={k: v for k, v in os.environ.items() if not k.startswith("CARLIGHTD_")},
+        )
+        assert result.returncode == 2, result.stderr
+        assert f"mqtt.password_file: {tmp_path / 'no-such-password'}: no such file" in (
+            result.stderr
+        )
+        with pytest.raises(BlockingIOError):
+            fake_broker.accept()  # nobody knocked
+    assert not (tmp_path / "state").exists()
+
+
+def test_read_timeout_follows_the_cycle_when_not_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = json.loads(json.dumps(DEFAULT))
+    raw["diagnostics"].pop("read_timeout_s", None)
+    assert config.load(write(tmp_path, raw)).diagnostics.read_timeout_s == 0.25  # the default car
+    raw["diagnostics"]["cycle_s"] = 0.05
+    assert cli.main(["check-config", "--config", str(write(tmp_path, raw))]) == 0
+    assert config.load(write(tmp_path, raw)).diagnostics.read_timeout_s == 0.0125
+    raw["diagnostics"]["cycle_s"] = 60.0
+    assert config.load(write(tmp_path, raw)).diagnostics.read_timeout_s == 0.25
+    # Given explicitly, it must still fit in the cycle, and the message names both fields.
+    raw["diagnostics"].update(cycle_s=0.05, read_timeout_s=0.05)
+    assert cli.main(["check-config", "--config", str(write(tmp_path, raw))]) == 2
+    assert (
+        "  diagnostics: read_timeout_s must be shorter than cycle_s "
+        "(read_timeout_s 0.05 >= cycle_s 0.05)" in capsys.readouterr().err
+    )
+
+
+def test_only_cycle_s_from_the_environment_works_with_the_packaged_car(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CARLIGHTD_CONFIG", raising=False)
+    monkeypatch.setenv("CARLIGHTD_DIAGNOSTICS__CYCLE_S", "0.05")
+    assert cli.main(["check-config"]) == 0, capsys.readouterr().err
+    assert config.load().diagnostics.read_timeout_s == 0.0125
+
+
+async def test_only_cycle_s_set_runs(tmp_path: Path, broker: tuple[str, int]) -> None:
+    raw = json.loads(json.dumps(DEFAULT))
+    raw["mqtt"].update(host=broker[0], port=broker[1], base_topic=unique_base_topic())
+    raw["diagnostics"] = {"cycle_s": 0.05, "state_dir": str(tmp_path / "state")}
+    service = Service(config.load(write(tmp_path, raw)))
+    async with running(service):
+        await wait_until(
+            lambda: service.publisher.connected and service.daemon.diagnoser.cycle >= 40
+        )
+    assert service.daemon.runner.read_timeout_s == 0.0125
+
+
+@pytest.mark.parametrize("keepalive_s", [0, 65_535])
+async def test_keepalive_takes_what_mqtt_allows(
+    tmp_path: Path, broker: tuple[str, int], keepalive_s: int
+) -> None:
+    """0 (off) and the 16-bit maximum: accepted here, and by the broker."""
+    raw = with_value(("mqtt", "keepalive_s"), keepalive_s)
+    raw["mqtt"].update(host=broker[0], port=broker[1], base_topic=unique_base_topic())
+    raw["diagnostics"].update(state_dir=str(tmp_path / "state"), cycle_s=0.1)
+    service = Service(config.load(write(tmp_path, raw)))
+    availability = f"{service.publisher.topics.root}/availability"
+    async with subscribed(*broker, availability) as sub, running(service):
+        await sub.wait_for(lambda: sub.on(availability)[-1:] == [b"online"], what="online")
+        await wait_until(lambda: service.publisher.backlog == 0)
+        assert service.publisher.connected
+        assert service.publisher.connections == 1  # connected once, never refused or dropped

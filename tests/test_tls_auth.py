@@ -188,6 +188,7 @@ def test_password_file_and_secret_never_printed(
 ) -> None:
     secret = tmp_path / "mqtt-password"
     secret.write_text(PASSWORD + "\n")
+    monkeypatch.setenv("CARLIGHTD_MQTT__USERNAME", "car")  # a password needs a user name
     monkeypatch.setenv("CARLIGHTD_MQTT__PASSWORD_FILE", str(secret))
     assert cli.main(["check-config"]) == 0
     assert config.load().mqtt_password() == PASSWORD
