@@ -164,6 +164,7 @@ def _daemon(args: argparse.Namespace, settings: config.Settings) -> int:
     from carlightd.service.embedded_broker import (  # noqa: PLC0415
         EmbeddedBrokerUnavailableError,
     )
+    from carlightd.service.statelock import StateDirectoryInUseError  # noqa: PLC0415
 
     try:
         if args.command == "demo":
@@ -175,6 +176,9 @@ def _daemon(args: argparse.Namespace, settings: config.Settings) -> int:
     except EmbeddedBrokerUnavailableError as error:
         print(f"carlightd: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    except StateDirectoryInUseError as error:  # another daemon runs this car: not restarted
+        print(f"carlightd: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     except Exception:
         logs.get("carlightd").exception("crashed")
         return EXIT_FAILURE

@@ -17,13 +17,17 @@ from typing import Protocol
 from carlightd import logs
 from carlightd.diagnostics.diagnoser import CycleReport, Diagnoser
 from carlightd.diagnostics.memory import FaultEvent
-from carlightd.diagnostics.persistence import StateStore
+from carlightd.diagnostics.persistence import StateStore, printable
 from carlightd.diagnostics.selftests import NO_READING, ReadOutcome
 from carlightd.domain import Ignition, Reading
 from carlightd.service.outbox import Outbox
 from carlightd.service.schedule import Schedule
 
 log = logs.get("carlightd.cycle")
+
+# While the state cannot be saved, a save is tried again this often even with nothing new to save:
+# the recovery is seen (and logged) soon after the disk has room again.
+SAVE_RETRY_S = 1.0
 
 
 class SensorBus(Protocol):
@@ -121,6 +125,7 @@ class CycleRunner:
         self.on_cycle: Callable[[CycleReport, bool], None] = lambda report, on_time: None
         self._regrid = False
         self._between_cycles: list[Callable[[], None]] = []
+        self._save_attempt_at = float("-inf")
 
     def set_period(self, cycle_s: float, read_timeout_s: float) -> None:
         """A new period from a reload: the schedule starts a fresh grid after this cycle."""
@@ -163,10 +168,31 @@ class CycleRunner:
             log.exception("sink_failed", cycle=report.cycle)
 
     def save(self) -> None:
+        """Save the memory and the outbox (`store.problem` says whether it worked). A failure is
+        logged when it starts (or changes), not at every attempt, and the recovery once; the
+        diagnosis goes on either way, and while the state is not saved the loop tries again every
+        SAVE_RETRY_S."""
+        before = self.store.problem
+        self._save_attempt_at = self.clock()
         try:
             self.store.save(self.diagnoser.memory, self.outbox.pending())
-        except OSError as error:
-            log.error("state_save_failed", path=str(self.store.path), error=str(error))
+        except OSError:
+            if self.store.problem != before:
+                log.error(
+                    "state_save_failed",
+                    path=printable(self.store.path),
+                    problem=self.store.problem,
+                    seq=self.diagnoser.memory.seq,
+                    last_saved_seq=self.store.last_saved_seq,
+                )
+            return
+        if before is not None:
+            path = printable(self.store.path)
+            log.info("state_save_recovered", path=path, seq=self.store.last_saved_seq)
+
+    def _retry_save(self) -> None:
+        if self.store.problem is not None and self.clock() - self._save_attempt_at >= SAVE_RETRY_S:
+            self.save()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until `stop` is set; the current cycle always completes."""
@@ -181,6 +207,7 @@ class CycleRunner:
             if not slot.on_time:
                 self.overruns += slot.missed
                 log.warning("cycle_overrun", missed_ticks=slot.missed, late_s=round(slot.late_s, 3))
+            self._retry_save()
             self.on_cycle(report, slot.on_time)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, slot.due - self.clock())):

@@ -13,9 +13,14 @@ from carlightd import config, logs
 from carlightd.config import Settings
 from carlightd.diagnostics.diagnoser import CycleReport, Diagnoser
 from carlightd.diagnostics.memory import FaultEvent, FaultMemory
-from carlightd.diagnostics.persistence import StateRejectedError, StateStore
+from carlightd.diagnostics.persistence import (
+    StateRejectedError,
+    StateStore,
+    describe_error,
+    printable,
+)
 from carlightd.domain import Ignition
-from carlightd.service import health
+from carlightd.service import health, statelock
 from carlightd.service.commands import CommandHandler
 from carlightd.service.cycle import CycleRunner, CycleSink
 from carlightd.service.mqtt import Publisher
@@ -34,9 +39,15 @@ class Daemon:
     car: Car
     diagnoser: Diagnoser
     runner: CycleRunner
+    lock: statelock.StateLock | None = None
 
     async def clear_faults(self) -> CycleReport:
         return await self.runner.clear_faults()
+
+    def close(self) -> None:
+        """Give the state directory up (another daemon may then start on it); safe to repeat."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def make_car(settings: Settings, ignition: Ignition) -> Car:
@@ -51,21 +62,39 @@ def make_car(settings: Settings, ignition: Ignition) -> Car:
 
 
 def build(settings: Settings, sink: CycleSink) -> Daemon:
+    """Raises StateDirectoryInUseError if another daemon holds the state directory; any other
+    trouble with the directory is logged and kept in `runner.store.problem`, never a crash."""
+    state_dir = settings.diagnostics.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        # The daemon still diagnoses and publishes, without a memory that lasts, and says so.
+        log.error("state_dir_unusable", path=printable(state_dir), error=describe_error(error))
+    # Before anything in the directory is read or written: a second daemon stops here.
+    lock = statelock.acquire(state_dir)
+    try:
+        return _assemble(settings, sink, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _assemble(settings: Settings, sink: CycleSink, lock: statelock.StateLock) -> Daemon:
     diagnostics = settings.diagnostics
     car = make_car(settings, settings.vehicle.ignition)
     memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
-    # Made now, so a state directory that cannot exist stops the start, not the first fault.
-    diagnostics.state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(diagnostics.state_dir, settings.vehicle.id)
+    if lock.locked and (removed := store.remove_leftovers()):
+        log.info("state_leftovers_removed", files=removed, path=printable(diagnostics.state_dir))
     undelivered: list[FaultEvent] = []
     try:
         undelivered = store.load(memory)
     except StateRejectedError as error:
         log.error(
             "state_rejected",
-            path=str(error.path),
+            path=printable(error.path),
             problem=error.problem,
-            moved_to=str(error.moved_to),
+            moved_to=None if error.moved_to is None else printable(error.moved_to),
         )
     else:
         if memory.records or memory.seq:
@@ -86,7 +115,10 @@ def build(settings: Settings, sink: CycleSink) -> Daemon:
         read_timeout_s=diagnostics.read_timeout_s,
         outbox=Outbox(undelivered),
     )
-    return Daemon(settings, car, diagnoser, runner)
+    # Saved at once: a disk that cannot take the state is reported from the first cycle, not at
+    # the first fault.
+    runner.save()
+    return Daemon(settings, car, diagnoser, runner, lock)
 
 
 class Service:
@@ -122,6 +154,8 @@ class Service:
         self._ready = False
         self._status = ""
         self._heartbeat_at = float("-inf")
+        self._beat_problem: str | None = None
+        self._heartbeat_failing = False
 
     def _problems(self) -> list[str]:
         """What is wrong with the daemon itself, for ROOT/status."""
@@ -150,7 +184,9 @@ class Service:
 
     def _status_line(self, report: CycleReport) -> str:
         mqtt = "connected" if self.publisher.connected else "disconnected"
-        return f"cycle {report.cycle}, {len(report.faults)} faults, MQTT {mqtt}"
+        line = f"cycle {report.cycle}, {len(report.faults)} faults, MQTT {mqtt}"
+        problem = self.daemon.runner.store.problem
+        return line if problem is None else f"{line}, STATE NOT SAVED: {problem}"
 
     def _after_cycle(self, report: CycleReport, on_time: bool) -> None:
         status = self._status_line(report)
@@ -158,28 +194,48 @@ class Service:
             self.notifier.ready(status)
             self._ready = True
         elif status.split(", ", 1)[1] != self._status.split(", ", 1)[-1]:
-            self.notifier.status(status)  # only when faults or connection change
+            self.notifier.status(status)  # only when faults, connection or state problem change
         self._status = status
         if on_time:  # a loop that runs late or not at all stops the pings: systemd steps in
             self.notifier.watchdog()
-        # At most one heartbeat file a second: a fast cycle need not mean a busy disk.
+        # At most one heartbeat file a second (a fast cycle need not mean a busy disk), and at
+        # once when the state problem comes or goes.
         now = time.monotonic()
-        if not self.heartbeat or now - self._heartbeat_at < HEARTBEAT_EVERY_S:
+        problem = self.daemon.runner.store.problem
+        if not self.heartbeat:
+            return
+        if now - self._heartbeat_at < HEARTBEAT_EVERY_S and problem == self._beat_problem:
             return
         self._heartbeat_at = now
+        self._beat_problem = problem
+        state_dir = self.settings.diagnostics.state_dir
         try:
             health.write(
-                self.settings.diagnostics.state_dir,
+                state_dir,
                 health.Heartbeat(
                     at=report.at,
                     cycle=report.cycle,
                     cycle_s=self.daemon.runner.cycle_s,
                     mqtt_connected=self.publisher.connected,
                     faults=len(report.faults),
+                    state_problem=problem,
                 ),
             )
         except OSError as error:
-            log.error("heartbeat_failed", error=str(error))
+            # Once, not every second: a read-only disk stays read-only for a while.
+            if not self._heartbeat_failing:
+                log.error(
+                    "heartbeat_failed", path=printable(state_dir), error=describe_error(error)
+                )
+            self._heartbeat_failing = True
+        else:
+            if self._heartbeat_failing:
+                log.info("heartbeat_recovered", path=printable(state_dir))
+            self._heartbeat_failing = False
+
+    def close(self) -> None:
+        """Give the state directory up; the end of `run` does it (and the kernel, on any exit)."""
+        self.daemon.close()
 
     def reload(self) -> bool:
         """Re-read the configuration (SIGHUP). A bad one is logged and the old one stays."""
@@ -292,6 +348,7 @@ class Service:
             raise
         finally:
             self.notifier.stopping()
+            self.close()  # the state directory is free for the next daemon
         log.info("stopped", cycles=self.daemon.diagnoser.cycle)
 
 
