@@ -1,18 +1,29 @@
 """Fault memory across restarts: confirmed faults and the event sequence survive; a corrupt or
-foreign state file is reported, set aside (not deleted) and never crashes the daemon."""
+foreign state file — or anything else at the state path — is reported, set aside (not deleted) and
+never crashes the daemon; a failed save says why and leaves nothing behind; one daemon per state
+directory. (The real full and read-only disks are in test_disk_trouble.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from carlightd.diagnostics.diagnoser import Diagnoser
 from carlightd.diagnostics.memory import FaultMemory
-from carlightd.diagnostics.persistence import STATE_FILE, StateRejectedError, StateStore
+from carlightd.diagnostics.persistence import (
+    MAX_STATE_BYTES,
+    STATE_FILE,
+    StateRejectedError,
+    StateStore,
+)
 from carlightd.domain import Ignition
+from carlightd.service import statelock
 from carlightd.service.daemon import build
+from carlightd.service.statelock import StateDirectoryInUseError
 from tests.simulate import Bench, settings
 from tests.test_cycle import Recorder
 
@@ -90,6 +101,7 @@ def test_corrupt_or_foreign_file_is_set_aside(tmp_path: Path, content: bytes, pr
     assert memory.records == {}
     assert memory.seq == 0
     assert not store.path.exists()
+    assert caught.value.moved_to is not None
     assert caught.value.moved_to.read_bytes() == content  # kept for a human to look at
     store.save(memory)  # and the daemon carries on with a fresh file
     assert store.path.exists()
@@ -105,3 +117,186 @@ def test_daemon_starts_with_a_corrupt_state_file(tmp_path: Path) -> None:
     assert len(names) == 3
     assert names[2].startswith(f"{STATE_FILE}.rejected-")
     assert (tmp_path / names[2]).read_text() == "{ truncated"
+
+
+# --- whatever is at the state path, the daemon starts --------------------------------------------
+
+
+def _only_rejected(state_dir: Path) -> Path:
+    rejected = [p for p in state_dir.iterdir() if p.name.startswith(f"{STATE_FILE}.rejected-")]
+    assert len(rejected) == 1, sorted(p.name for p in state_dir.iterdir())
+    return rejected[0]
+
+
+def _starts_afresh(state_dir: Path) -> None:
+    daemon = build(settings(diagnostics__state_dir=state_dir), sink=Recorder())
+    try:
+        assert daemon.diagnoser.memory.seq == 0
+        assert daemon.runner.store.problem is None  # the path is free again: saved at once
+        assert (state_dir / STATE_FILE).is_file()
+        assert json.loads((state_dir / STATE_FILE).read_text())["seq"] == 0
+    finally:
+        daemon.close()
+
+
+def test_a_directory_at_the_state_path_is_set_aside(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).mkdir()
+    (tmp_path / STATE_FILE / "someones-file").write_text("kept")
+    _starts_afresh(tmp_path)
+    assert (_only_rejected(tmp_path) / "someones-file").read_text() == "kept"
+
+
+@pytest.mark.timeout(10)  # reading a fifo with no writer would wait for ever
+def test_a_fifo_at_the_state_path_is_set_aside_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / STATE_FILE)
+    _starts_afresh(tmp_path)
+    assert stat.S_ISFIFO(os.lstat(_only_rejected(tmp_path)).st_mode)
+
+
+@pytest.mark.parametrize("dangling", [True, False])
+def test_a_symbolic_link_at_the_state_path_is_set_aside_never_followed(
+    tmp_path: Path, dangling: bool
+) -> None:
+    target = tmp_path / "elsewhere.json"
+    if not dangling:
+        target.write_text("not to be touched")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / STATE_FILE).symlink_to(target)
+    _starts_afresh(tmp_path / "state")
+    moved = _only_rejected(tmp_path / "state")
+    assert moved.is_symlink()
+    assert os.readlink(moved) == str(target)
+    if dangling:
+        assert not target.exists()  # never created through the link
+    else:
+        assert target.read_text() == "not to be touched"
+
+
+def test_a_huge_file_is_set_aside_unread(tmp_path: Path) -> None:
+    with (tmp_path / STATE_FILE).open("wb") as huge:  # sparse: costs no disk
+        huge.truncate(MAX_STATE_BYTES + 1)
+    store = StateStore(tmp_path, "demo-car")
+    with pytest.raises(StateRejectedError, match="too large"):
+        store.load(FaultMemory(3, 3))
+    assert _only_rejected(tmp_path).stat().st_size == MAX_STATE_BYTES + 1
+
+
+def test_two_rejections_in_one_second_keep_both_files(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "demo-car")
+    for content in (b"first", b"second", b"third"):
+        (tmp_path / STATE_FILE).write_bytes(content)
+        with pytest.raises(StateRejectedError):
+            store.load(FaultMemory(3, 3))
+    kept = sorted(p.read_bytes() for p in tmp_path.iterdir())
+    assert kept == [b"first", b"second", b"third"]
+
+
+def test_a_state_dir_that_is_a_file_is_reported_not_a_crash(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("a file where the directory should be")
+    daemon = build(settings(diagnostics__state_dir=not_a_dir), sink=Recorder())
+    try:
+        assert daemon.lock is not None
+        assert not daemon.lock.locked
+        assert daemon.runner.store.problem == (
+            f"cannot save {not_a_dir / STATE_FILE}: [Errno 20] Not a directory"
+        )
+    finally:
+        daemon.close()
+    assert not_a_dir.read_text() == "a file where the directory should be"  # never moved
+
+
+def test_a_directory_made_at_the_state_path_while_running_is_set_aside(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "demo-car")
+    memory = FaultMemory(3, 3, seq=5)
+    store.save(memory)
+    (tmp_path / STATE_FILE).unlink()
+    (tmp_path / STATE_FILE).mkdir()
+    (tmp_path / STATE_FILE / "inside").write_text("x")
+    memory.seq = 6
+    store.save(memory)
+    assert json.loads(store.path.read_text())["seq"] == 6
+    assert (_only_rejected(tmp_path) / "inside").read_text() == "x"
+    assert store.problem is None
+    assert store.last_saved_seq == 6
+
+
+def saved(store: StateStore) -> tuple[str | None, int]:
+    return store.problem, store.last_saved_seq
+
+
+def test_a_failed_save_says_why_leaves_no_temporary_file_and_recovers(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state", "demo-car")
+    memory = FaultMemory(3, 3, seq=3)
+    store.save(memory)
+    assert saved(store) == (None, 3)
+    # A file where a directory is needed: the temporary file cannot even be created there.
+    parked = tmp_path / "parked"
+    (tmp_path / "state").rename(parked)
+    (tmp_path / "state").write_text("in the way")
+    memory.seq = 4
+    with pytest.raises(OSError, match="Not a directory"):
+        store.save(memory)
+    assert saved(store) == (f"cannot save {store.path}: [Errno 20] Not a directory", 3)
+    (tmp_path / "state").unlink()
+    parked.rename(tmp_path / "state")
+    store.save(memory)
+    assert saved(store) == (None, 4)
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == [STATE_FILE]
+
+
+def test_temporary_files_of_interrupted_saves_are_removed_at_start(tmp_path: Path) -> None:
+    for leftover in (f".{STATE_FILE}.abc123", f".{STATE_FILE}.zz_9"):
+        (tmp_path / leftover).write_bytes(b"x" * 10_000)
+    (tmp_path / "unrelated.json").write_text("{}")
+    daemon = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    daemon.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "carlightd.lock",
+        STATE_FILE,
+        "unrelated.json",
+    ]
+
+
+# --- one daemon per state directory -------------------------------------------------------------
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused_naming_the_first(
+    tmp_path: Path,
+) -> None:
+    first = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    before = (tmp_path / STATE_FILE).read_bytes()
+    with pytest.raises(StateDirectoryInUseError) as refused:
+        build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    assert refused.value.pid == os.getpid()
+    assert str(refused.value).startswith(
+        f"state directory {tmp_path} is in use by process {os.getpid()} ("
+    )
+    assert str(refused.value).endswith("); stop it first or use another diagnostics.state_dir")
+    assert (tmp_path / STATE_FILE).read_bytes() == before  # the refused one touched nothing
+    first.close()
+    second = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    assert second.lock is not None
+    assert second.lock.locked
+    second.close()
+
+
+def test_the_holder_is_named_even_when_the_lock_file_names_someone_else(tmp_path: Path) -> None:
+    lock = statelock.acquire(tmp_path)
+    (tmp_path / statelock.LOCK_FILE).write_text("999999\nsome old daemon\n")  # a stale record
+    with pytest.raises(StateDirectoryInUseError) as refused:
+        statelock.acquire(tmp_path)
+    assert refused.value.pid == os.getpid()  # from /proc/locks
+    assert "999999" not in str(refused.value)
+    lock.release()
+
+
+def test_a_lock_path_that_is_a_directory_is_set_aside_and_locked(tmp_path: Path) -> None:
+    (tmp_path / statelock.LOCK_FILE).mkdir()
+    lock = statelock.acquire(tmp_path)
+    try:
+        assert lock.locked
+        assert (tmp_path / statelock.LOCK_FILE).is_file()
+        assert [p.name for p in tmp_path.iterdir() if ".rejected-" in p.name] != []
+    finally:
+        lock.release()

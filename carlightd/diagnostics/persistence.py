@@ -120,6 +120,16 @@ def set_aside(path: Path) -> Path:
     return target
 
 
+def make_dir(directory: Path) -> None:
+    """`mkdir -p`, with "Not a directory" (not "File exists") when a file has the name."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)
+        ) from None
+
+
 class _UnusableError(Exception):
     """Something is at the state path, but not a fault memory file that can be read."""
 
@@ -274,7 +284,7 @@ class StateStore:
 
     def _write(self, data: bytes) -> None:
         directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)  # it may have been deleted meanwhile
+        make_dir(directory)  # it may have been deleted meanwhile
         fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=directory)
         try:
             try:

@@ -17,6 +17,7 @@ from carlightd.diagnostics.persistence import (
     StateRejectedError,
     StateStore,
     describe_error,
+    make_dir,
     printable,
 )
 from carlightd.domain import Ignition
@@ -66,7 +67,7 @@ def build(settings: Settings, sink: CycleSink) -> Daemon:
     trouble with the directory is logged and kept in `runner.store.problem`, never a crash."""
     state_dir = settings.diagnostics.state_dir
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(state_dir)
     except OSError as error:
         # The daemon still diagnoses and publishes, without a memory that lasts, and says so.
         log.error("state_dir_unusable", path=printable(state_dir), error=describe_error(error))
