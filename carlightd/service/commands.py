@@ -21,6 +21,7 @@ from carlightd.vehicle.car import Car, UnknownPartError
 
 MAX_REQUEST_BYTES = 4096
 MAX_TRANSACTION_CHARS = 128
+MAX_SAFE_INTEGER = 2**53 - 1
 # No request needs more than two levels; deeper JSON is refused before it is decoded, so no
 # nesting (within the size limit) can reach the decoder's recursion limit.
 MAX_NESTING = 16
@@ -78,7 +79,8 @@ def _transaction_of(body: dict[str, Any]) -> Transaction:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        # Integers every JSON reader counts exactly (JavaScript's safe range).
+        return value if abs(value) <= MAX_SAFE_INTEGER else None
     if isinstance(value, str) and len(value) <= MAX_TRANSACTION_CHARS and _encodable(value):
         return value
     return None
@@ -187,7 +189,30 @@ def read_body(payload: bytes) -> dict[str, Any]:
         raise CommandError(f"payload is not JSON: {where}") from None
     if not isinstance(body, dict):
         raise CommandError(f"payload must be a JSON object, not {_json_type(body)}")
+    if (where := _unencodable(body)) is not None:
+        raise CommandError(
+            f"{where}: text with a lone surrogate (\\ud800-\\udfff escape) is not valid Unicode",
+            _transaction_of(body),
+        )
     return body
+
+
+def _unencodable(value: object, path: str = "") -> str | None:
+    """The path of the first key or string that cannot be encoded as UTF-8, if any."""
+    if isinstance(value, str):
+        return None if _encodable(value) else (path or "(top level)")
+    items: list[tuple[object, object]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodable(key):
+                return f"{path}.(a key)" if path else "(a key)"
+            items.append((key, item))
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    for key, item in items:
+        if (where := _unencodable(item, f"{path}.{key}" if path else str(key))) is not None:
+            return where
+    return None
 
 
 def parse_request(command: str, payload: bytes) -> Request:
@@ -200,7 +225,7 @@ def parse_request(command: str, payload: bytes) -> Request:
     if "transaction" in body and transaction is None and body["transaction"] is not None:
         raise CommandError(
             f"transaction: must be a string of at most {MAX_TRANSACTION_CHARS} characters "
-            "(valid Unicode) or an integer"
+            f"or an integer of at most {MAX_SAFE_INTEGER} in size"
         )
     if command not in REQUESTS:
         known = ", ".join(REQUESTS)

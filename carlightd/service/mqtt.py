@@ -621,5 +621,8 @@ class Publisher:
         delta = inbox.changes(self.requests, self._summary_base)
         self._summary_base = self.requests.as_dict()
         self._request_log.new_interval()
-        if delta.get("dropped") or delta.get("log_lines_suppressed") or (final and delta):
-            log.warning("requests_summary", **delta, totals=self._summary_base)
+        trouble = bool(delta.get("dropped") or delta.get("log_lines_suppressed"))
+        if trouble or (final and delta):
+            (log.warning if trouble else log.info)(
+                "requests_summary", **delta, totals=self._summary_base
+            )
