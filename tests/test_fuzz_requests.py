@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
 from carlightd.service.commands import REQUESTS
 from carlightd.service.daemon import Service
@@ -42,8 +43,8 @@ class DaemonThread:
         self.outcome: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="daemon", daemon=True)
         self.responses: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-        self.client.on_message = lambda _c, _u, m: self.responses.put((m.topic, m.payload))
+        self.client = paho.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = lambda _c, _u, m: self.responses.put((m.topic, bytes(m.payload)))
 
     def _run(self) -> None:
         try:

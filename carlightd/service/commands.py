@@ -189,9 +189,9 @@ def read_body(payload: bytes) -> dict[str, Any]:
         raise CommandError(f"payload is not JSON: {where}") from None
     if not isinstance(body, dict):
         raise CommandError(f"payload must be a JSON object, not {_json_type(body)}")
-    if (where := _unencodable(body)) is not None:
+    if (bad := _unencodable(body)) is not None:
         raise CommandError(
-            f"{where}: text with a lone surrogate (\\ud800-\\udfff escape) is not valid Unicode",
+            f"{bad}: text with a lone surrogate (\\ud800-\\udfff escape) is not valid Unicode",
             _transaction_of(body),
         )
     return body
