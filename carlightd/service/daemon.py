@@ -374,3 +374,7 @@ async def run(settings: Settings, config_path: Path | None = None) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        # The daemon has stopped and said `offline`: a late second Ctrl-C (or SIGTERM) must not
+        # turn that clean stop into a KeyboardInterrupt on the way out of the process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
