@@ -212,3 +212,59 @@ async def test_heartbeat_from_the_first_cycle_in_a_new_state_dir(
     async with running(service):
         await wait_until(lambda: service.daemon.diagnoser.cycle >= 2)
         assert health.check(state_dir).startswith("healthy: cycle")
+
+
+def test_health_names_a_state_that_is_not_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    problem = f"cannot save {tmp_path}/fault-memory.json: [Errno 28] No space left on device"
+    fresh = health.Heartbeat(datetime.now(UTC), 42, 1.0, True, 1, state_problem=problem)
+    health.write(tmp_path, fresh)
+    with pytest.raises(health.Unhealthy) as verdict:
+        health.check(tmp_path)
+    assert str(verdict.value) == f"state not saved: {problem}"
+    monkeypatch.setenv("CARLIGHTD_DIAGNOSTICS__STATE_DIR", str(tmp_path))
+    assert cli.main(["health"]) == 1
+    assert capsys.readouterr().err == f"carlightd: unhealthy: state not saved: {problem}\n"
+
+
+def test_a_stale_heartbeat_is_not_called_a_stuck_loop_for_sure(tmp_path: Path) -> None:
+    health.write(tmp_path, beat(30.0))
+    with pytest.raises(health.Unhealthy) as verdict:
+        health.check(tmp_path)
+    # The loop may run and fail to write (a read-only disk is named when it is one: see
+    # test_disk_trouble.py); on a disk with room and writable, both causes remain possible.
+    assert str(verdict.value) == (
+        "heartbeat is 30 s old (limit 10 s): the loop is stuck or the state directory is not "
+        "writable"
+    )
+
+
+def test_the_heartbeat_is_overwritten_in_place_at_one_size(tmp_path: Path) -> None:
+    path = tmp_path / health.HEARTBEAT_FILE
+    path.write_text(
+        '{"at": "2026-01-01T00:00:00+00:00", "cycle": 1, "cycle_s": 1.0,'
+        ' "mqtt_connected": true, "faults": 0}'
+    )  # an older daemon's, shorter
+    assert health.read(path).state_problem is None
+    inode = path.stat().st_ino
+    health.write(tmp_path, beat(0.0))
+    health.write(tmp_path, health.Heartbeat(datetime.now(UTC), 43, 1.0, False, 2, "x" * 50))
+    # The same file, never replaced, never resized: once it exists, a write needs no disk space.
+    assert path.stat().st_ino == inode
+    assert path.stat().st_size == health.SIZE
+    assert health.read(path) == health.Heartbeat(health.read(path).at, 43, 1.0, False, 2, "x" * 50)
+    path.write_bytes(b" " * (health.SIZE * 3))  # longer than it should be: cut to size
+    health.write(tmp_path, beat(0.0))
+    assert path.stat().st_size == health.SIZE
+    assert not list(tmp_path.glob(".*"))  # no temporary file
+
+
+def test_a_very_long_state_problem_is_cut_to_fit(tmp_path: Path) -> None:
+    problem = "cannot save /" + "é" * 5000 + ": [Errno 28] No space left on device"
+    health.write(tmp_path, health.Heartbeat(datetime.now(UTC), 1, 1.0, True, 0, problem))
+    stored = health.read(tmp_path / health.HEARTBEAT_FILE)
+    assert stored.state_problem is not None
+    assert stored.state_problem.startswith("cannot save /éé")
+    assert stored.state_problem.endswith("…")
+    assert (tmp_path / health.HEARTBEAT_FILE).stat().st_size == health.SIZE

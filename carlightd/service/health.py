@@ -51,10 +51,17 @@ def encode(beat: Heartbeat) -> bytes:
         "state_problem": beat.state_problem,
     }
     data = json.dumps(fields).encode()
-    problem = beat.state_problem or ""
-    while len(data) > SIZE and problem:  # only an absurdly long path does this
-        problem = problem[: len(problem) - (len(data) - SIZE) - 1]
-        fields["state_problem"] = problem + "…"
+    if len(data) > SIZE and beat.state_problem:  # only an absurdly long path does this
+        # The longest start of the problem that fits (escaping makes bytes and characters differ).
+        problem, fits, too_long = beat.state_problem, 0, len(beat.state_problem)
+        while too_long - fits > 1:
+            middle = (fits + too_long) // 2
+            fields["state_problem"] = problem[:middle] + "…"
+            if len(json.dumps(fields).encode()) <= SIZE:
+                fits = middle
+            else:
+                too_long = middle
+        fields["state_problem"] = problem[:fits] + "…"
         data = json.dumps(fields).encode()
     return data.ljust(SIZE)
 
