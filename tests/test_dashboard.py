@@ -90,5 +90,6 @@ async def test_dashboard_refuses_what_is_not_a_command(
         async with http.post(url, json={"command": "self_destruct", "body": {}}) as refused:
             assert refused.status == 400
             assert (await refused.json())["error"] == "unknown command"
-        async with http.post(url, data=b"not json") as refused:
+        not_json = {"Content-Type": "application/json"}
+        async with http.post(url, data=b"not json", headers=not_json) as refused:
             assert refused.status == 400

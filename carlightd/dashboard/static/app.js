@@ -1,0 +1,215 @@
+// The dashboard page: draws what the server streams (/stream) and sends workshop commands.
+// Everything received is data, never markup: it reaches the page only as text (textContent,
+// createTextNode) or as a value checked against a fixed list (status classes). No innerHTML: the
+// server's Content-Security-Policy (Trusted Types) makes any HTML-from-string assignment throw.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const SHOWN = 120;  // a received string is cut here on the page: a 100 KB name must not fill it
+const PART_STATUSES = new Set(["ok", "pending", "failed", "untested"]);
+const FAULT_STATUSES = new Set(["pending", "confirmed"]);
+const EVENT_CLASSES = { fault_cleared: "ok", fault_confirmed: "failed" };
+
+// Where each lamp sits on the drawing, by what it does and which side it is on.
+const FRONT = 70, REAR = 735;
+const PLACES = {
+  headlamp: [FRONT, 95], high_beam: [FRONT - 8, 135], turn_front: [FRONT + 40, 62],
+  tail: [REAR - 10, 95], brake: [REAR + 10, 128], turn_rear: [REAR - 30, 62],
+  reverse: [REAR + 28, 160], license_plate: [REAR + 42, 200],
+};
+const BOXES = { battery: [110, 330], alternator: [290, 330], controller: [200, 440] };
+let state = { parts: [], latest: {}, events: [], notes: [], stale: null, commands: false, broker: false };
+let streamUp = false;
+
+function shown(value) {
+  const text = (value === null || value === undefined) ? "" : String(value);
+  return text.length > SHOWN ? text.slice(0, SHOWN - 1) + "…" : text;
+}
+
+// An HTML element with a class and children (strings become text nodes, never markup).
+function element(tag, className, ...children) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const child of children) node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  return node;
+}
+
+function svgElement(tag, attributes) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+function placeOf(part) {
+  if (part.kind !== "lamp") {
+    const box = BOXES[part.kind] || [200, 500];
+    return { x: box[0], y: box[1], box: true };
+  }
+  let fn = part.function;
+  if (fn === "turn_left" || fn === "turn_right") fn = part.id.includes("front") ? "turn_front" : "turn_rear";
+  const [y, dx] = PLACES[fn] || [400, 0];
+  let side = (fn === "turn_front" || fn === "turn_rear") ? (part.function === "turn_left" ? -1 : 1)
+             : part.id.includes("left") ? -1 : part.id.includes("right") ? 1 : 0;
+  if (fn === "reverse" && side === 0) side = 1;            // a single reverse lamp sits off-centre
+  if (fn === "brake" && side === 0) return { x: 200, y: REAR - 75, box: false };  // high-mounted
+  return { x: 200 + side * (200 - dx), y, box: false };
+}
+
+function drawParts() {
+  const group = document.getElementById("parts");
+  group.replaceChildren();
+  for (const part of state.parts) {
+    const p = placeOf(part);
+    const g = svgElement("g", { class: "part unknown", id: "part-" + part.id });
+    g.dataset.part = part.id;
+    g.append(p.box
+      ? svgElement("rect", { x: p.x - 42, y: p.y - 18, width: 84, height: 36, rx: 6 })
+      : svgElement("circle", { cx: p.x, cy: p.y, r: 11 }));
+    const labelY = p.box ? p.y + 34 : (p.y < 400 ? p.y - 17 : p.y + 25);
+    const name = svgElement("text", { class: "name", x: p.x, y: p.box ? p.y + 4 : labelY });
+    name.textContent = p.box ? part.id : "";
+    // Failing parts are named inside the car: below the front lamps, above the rear ones.
+    const failure = svgElement("text", {
+      class: "failure", x: Math.min(300, Math.max(100, p.x)),
+      y: p.box ? labelY : (p.y < 400 ? p.y + 30 : p.y - 24),
+    });
+    const title = svgElement("title", {});
+    title.textContent = part.id;
+    g.append(name, failure, title);
+    group.append(g);
+  }
+}
+
+function number(value, digits) {
+  return (typeof value !== "number" || !Number.isFinite(value)) ? "—" : value.toFixed(digits);
+}
+
+function drawPart(part) {
+  const g = document.getElementById("part-" + part.id);
+  if (!g) return;
+  const c = state.latest["components/" + part.id];
+  const status = c && PART_STATUSES.has(c.status) ? c.status : "unknown";
+  const lit = c && c.reading && c.reading.commanded_on === true;
+  g.setAttribute("class", `part ${status}${lit ? " lit" : ""}`);
+  g.dataset.status = status;
+  const failure = c && c.failure ? shown(c.failure) : "";
+  g.querySelector("text.failure").textContent =
+    failure ? `${part.id}: ${failure}${c.dtc ? " " + shown(c.dtc) : ""}` : "";
+  // A failing part is drawn last, so its name stays readable over the parts around it.
+  if (failure && g.parentNode.lastChild !== g) g.parentNode.append(g);
+  g.querySelector("title").textContent = `${part.id} — ${status}` +
+    (failure ? ` (${failure}, ${shown(c.dtc)})` : "") + (c && c.reason ? " — " + shown(c.reason) : "");
+}
+
+function faultRow(f) {
+  const status = FAULT_STATUSES.has(f.status) ? f.status : "unknown";
+  const row = element("tr", "",
+    element("td", "", shown(f.dtc)), element("td", "st-" + status, shown(f.status)),
+    element("td", "", shown(f.component)), element("td", "", shown(f.failure)),
+    element("td", "", shown(String(f.since).replace("T", " ").slice(0, 19))),
+    element("td", "", shown(f.consequence_of)));
+  row.dataset.part = String(f.component);
+  return row;
+}
+
+function eventItem(e) {
+  const type = element("span", "st-" + (EVENT_CLASSES[e.type] || "pending"), shown(e.type));
+  return element("li", "", `#${shown(e.seq)} ${String(e.at).slice(11, 19)} `, type,
+                 ` ${shown(e.component)} ${shown(e.failure)} ${shown(e.dtc)}`);
+}
+
+function render() {
+  const online = state.latest.availability === "online" && state.broker && streamUp;
+  document.body.classList.toggle("offline", !online);
+  document.body.classList.toggle("no-commands", !state.commands);
+  document.body.classList.toggle("stale", !!state.stale);
+  document.body.classList.toggle("has-notes", state.notes.length > 0);
+  document.getElementById("stale-why").textContent = shown(state.stale);
+  const badge = document.getElementById("availability");
+  badge.textContent = !streamUp ? "dashboard disconnected" : !state.broker ? "broker unreachable"
+                    : (state.latest.availability === "online" || state.latest.availability === "offline"
+                       ? state.latest.availability : "unknown");
+  badge.className = online ? "online" : "offline";
+  const faultList = state.latest.faults || {};
+  const faults = Array.isArray(faultList.faults) ? faultList.faults : [];
+  const lamps = faultList.warning_lamps || {};
+  for (const name of ["bulb", "battery", "check_engine"])
+    document.getElementById("telltale-" + name).classList.toggle("lit", lamps[name] === true);
+  for (const part of state.parts) drawPart(part);
+  document.getElementById("faults").replaceChildren(...(faults.length ? faults.map(faultRow)
+    : [element("tr", "", Object.assign(element("td", "st-ok", "no faults"), { colSpan: 6 }))]));
+  document.getElementById("events").replaceChildren(...state.events.slice().reverse().map(eventItem));
+  const t = state.latest.telemetry || {};
+  const ignition = ["off", "on", "run"].includes(t.ignition) ? t.ignition : "—";
+  document.getElementById("telemetry").replaceChildren(
+    element("div", "", "ignition", element("b", "", ignition)),
+    element("div", "", "engine", element("b", "", `${number(t.engine_rpm, 0)} rpm`)),
+    element("div", "", "bus", element("b", "", `${number(t.bus_v, 2)} V`)),
+    element("div", "", "battery", element("b", "", `${number(t.battery_soc_percent, 0)} %`)));
+  document.getElementById("notes").replaceChildren(...state.notes.slice().reverse().map(
+    note => element("li", "note", `${String(note.at).slice(11, 19)} ${note.text}`)));
+}
+
+function drawWorkshop() {
+  const rows = state.parts.map(p => {
+    const select = element("select", "", ...p.failures.map(f => element("option", "", f)));
+    select.id = "failure-" + p.id;
+    const breaks = element("button", "break", "break");
+    const repairs = element("button", "repair", "repair");
+    breaks.dataset.part = repairs.dataset.part = p.id;
+    return element("tr", "", element("td", "", p.id), element("td", "", select),
+                   element("td", "", breaks, " ", repairs));
+  });
+  document.getElementById("workshop-rows").replaceChildren(...rows);
+}
+
+async function command(name, body) {
+  const message = document.getElementById("message");
+  message.textContent = `${name} ${JSON.stringify(body)} …`;
+  try {
+    const response = await fetch("/api/command", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                   body: JSON.stringify({ command: name, body }) });
+    const answer = await response.json();
+    message.textContent = answer.status === "ok" ? `${name}: ok` : `${name}: ${shown(answer.error)}`;
+  } catch (error) {
+    message.textContent = `${name}: ${error}`;
+  }
+}
+
+document.addEventListener("click", event => {
+  const button = event.target.closest("button");
+  if (!button || !button.dataset.part) return;
+  const part = button.dataset.part;
+  if (button.classList.contains("break"))
+    command("inject_fault", { component: part, failure: document.getElementById("failure-" + part).value });
+  else command("repair", { component: part });
+});
+
+function take(message) {
+  if (message.type === "snapshot") {
+    state = Object.assign(state, message);
+    document.getElementById("vehicle").textContent = message.vehicle;
+    document.getElementById("root").textContent = message.root;
+    drawParts(); drawWorkshop();
+  } else if (message.type === "update") {
+    if (message.topic === "events") state.events = state.events.concat([message.value]).slice(-20);
+    else state.latest[message.topic] = message.value;
+  } else if (message.type === "broker") {
+    state.broker = message.connected;
+  } else if (message.type === "note") {
+    state.notes = state.notes.concat([message.note]).slice(-20);
+  } else if (message.type === "stale") {
+    state.stale = message.stale;
+  }
+}
+
+function connect() {
+  const source = new EventSource("/stream");
+  source.onopen = () => { streamUp = true; render(); };
+  source.onerror = () => { streamUp = false; render(); };
+  source.onmessage = event => {
+    take(JSON.parse(event.data));
+    render();
+  };
+}
+connect();
