@@ -276,6 +276,37 @@ async def test_a_read_only_disk_at_start(
     assert seqs(sub, root) == [1, 2, 3]
 
 
+async def test_a_full_disk_at_start(broker: tuple[str, int], small_disk: SmallDisk) -> None:
+    """Not even the heartbeat or the lock file's PID fit: the daemon runs, the lock holds (the
+    kernel names the holder), and health says why there is no heartbeat."""
+    small_disk.fill()
+    settings = service_settings(*broker, small_disk.path)
+    root = f"{settings.mqtt.base_topic}/{settings.vehicle.id}"
+    service = Service(settings)
+    problem = f"cannot save {small_disk.path / STATE_FILE}: [Errno 28] No space left on device"
+    assert service.daemon.runner.store.problem == problem
+    with pytest.raises(StateDirectoryInUseError, match=f"by process {os.getpid()} "):
+        build(settings, sink=Recorder())
+    async with watched(settings) as sub, running(service):
+        await break_and_mend(service, ["brake_left"])
+        await sub.wait_for(lambda: seqs(sub, root)[-1:] == [3], what="event 3")
+        await sub.wait_for(
+            lambda: last_status(sub, root).get("problems") == [problem], what="ROOT/status"
+        )
+        assert not (small_disk.path / health.HEARTBEAT_FILE).exists()  # none rather than broken
+        with pytest.raises(health.Unhealthy) as verdict:
+            health.check(small_disk.path)
+        assert str(verdict.value) == (
+            f"no heartbeat at {small_disk.path / health.HEARTBEAT_FILE}: the file system of the "
+            f"state directory {small_disk.path} is full, so the daemon cannot write one"
+        )
+        small_disk.free()
+        await wait_until(lambda: service.daemon.runner.store.problem is None)
+        await wait_until(lambda: health.check(small_disk.path).startswith("healthy"))
+    assert small_disk.temporary_files() == []
+    assert seqs(sub, root) == [1, 2, 3]
+
+
 def test_an_existing_lock_file_still_locks_a_read_only_disk(small_disk: SmallDisk) -> None:
     first = build(service_settings("127.0.0.1", 1, small_disk.path), sink=Recorder())
     first.close()

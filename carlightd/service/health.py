@@ -10,6 +10,7 @@ verdict says what it can find out about the disk instead of guessing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -74,6 +75,10 @@ def write(state_dir: Path, beat: Heartbeat) -> None:
     fd = os.open(path, flags, 0o644)
     try:
         info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    try:
         if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{printable(path)} is not a regular file")
         view = memoryview(data)
@@ -81,6 +86,12 @@ def write(state_dir: Path, beat: Heartbeat) -> None:
             view = view[os.pwrite(fd, view, len(data) - len(view)) :]
         if info.st_size > SIZE:  # a longer file from an older version
             os.ftruncate(fd, SIZE)
+    except OSError:
+        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+            # Just made, on a full disk: no heartbeat rather than a broken one.
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     finally:
         os.close(fd)
 

@@ -173,7 +173,7 @@ def _holder(path: Path, fd: int) -> tuple[int | None, str | None]:
     """Who holds the lock: `/proc/locks` for the PID when it can tell, the file for the rest."""
     recorded_pid: int | None = None
     recorded_command: str | None = None
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, IndexError):  # empty: its write failed
         lines = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
         recorded_pid = int(lines[0])
         recorded_command = lines[1].strip() if len(lines) > 1 else None
