@@ -5,6 +5,7 @@ directory. (The real full and read-only disks are in test_disk_trouble.py.)"""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import stat
@@ -300,3 +301,13 @@ def test_a_lock_path_that_is_a_directory_is_set_aside_and_locked(tmp_path: Path)
         assert [p.name for p in tmp_path.iterdir() if ".rejected-" in p.name] != []
     finally:
         lock.release()
+
+
+def test_a_daemon_dropped_without_close_gives_the_directory_up(tmp_path: Path) -> None:
+    build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())  # built, thrown away
+    gc.collect()
+    again = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    assert again.lock is not None
+    assert again.lock.locked
+    again.close()
+    again.close()  # twice is harmless

@@ -22,7 +22,8 @@ import fcntl
 import os
 import stat
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from carlightd import logs
@@ -55,6 +56,14 @@ class StateLock:
     path: Path
     fd: int | None  # None: not locked (`problem` says why)
     problem: str | None = None
+    # A lock dropped without `release` (a daemon built and thrown away) still closes its file.
+    _finalizer: weakref.finalize[[int], StateLock] | None = field(
+        init=False, repr=False, default=None
+    )
+
+    def __post_init__(self) -> None:
+        if self.fd is not None:
+            self._finalizer = weakref.finalize(self, os.close, self.fd)
 
     @property
     def locked(self) -> bool:
@@ -62,9 +71,9 @@ class StateLock:
 
     def release(self) -> None:
         """Give the directory up (closing the descriptor drops the lock); safe to call twice."""
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            os.close(fd)
+        self.fd = None
+        if self._finalizer is not None:
+            self._finalizer()
 
 
 def acquire(state_dir: Path) -> StateLock:
