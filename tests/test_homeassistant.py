@@ -1,23 +1,30 @@
 """Home Assistant discovery: payloads checked against Home Assistant's documented discovery keys
 (homeassistant/components/mqtt: schemas.py DEVICE_DISCOVERY_SCHEMA, the binary_sensor, sensor and
 button PLATFORM_SCHEMAs and MQTT_ENTITY_COMMON_SCHEMA), templates rendered with Jinja2 against
-real payloads, and the discovery life cycle against a real broker."""
+real payloads, the discovery life cycle against a real broker, and the change of discovery mode
+(Home Assistant's documented `migrate_discovery` procedure) message by message. A real Home
+Assistant runs against the daemon in test_home_assistant_real.py."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import jinja2
 import pytest
+from structlog.testing import capture_logs
 
-from carlightd.service import homeassistant
+from carlightd.config import Settings
+from carlightd.service import discovery_record, homeassistant
 from carlightd.service.daemon import Service
+from carlightd.service.mqtt import Publisher
 from carlightd.service.payloads import ComponentPayload, FaultsPayload, TelemetryPayload
-from tests.brokers import subscribed
-from tests.conftest import running, service_settings
+from tests.brokers import Subscriber, subscribed, unique_base_topic
+from tests.conftest import running, service_settings, wait_until
 from tests.simulate import Bench, settings
 
 # Keys Home Assistant accepts, as its schemas define them.
@@ -143,18 +150,26 @@ def test_one_problem_sensor_per_part_three_lamps_three_sensors_one_button() -> N
     assert entities["clear_faults"]["command_topic"] == "carlightd/demo-car/request/clear_faults"
 
 
-def test_entity_mode_has_one_message_per_entity_and_removes_the_device() -> None:
+def test_entity_mode_has_one_message_per_entity_and_nothing_on_the_device_topic() -> None:
     config = settings(homeassistant__mode="entity")
     messages = homeassistant.discovery_messages(config)
-    assert messages[homeassistant.device_topic(config)] is None  # removed
-    per_entity = {t: p for t, p in messages.items() if p is not None}
-    assert len(per_entity) == len(config.components) + 3 + 3 + 1
+    # Anything on the device topic would reach these entities (same discovery ids) and be
+    # refused by Home Assistant as a conflicting discovery message.
+    assert homeassistant.device_topic(config) not in messages
+    assert all(payload is not None for payload in messages.values())
+    assert len(messages) == len(config.components) + 3 + 3 + 1
     topic = "homeassistant/binary_sensor/carlightd_demo_car/brake_left_problem/config"
-    payload = per_entity[topic]
+    payload = messages[topic]
     assert payload is not None
     assert "platform" not in payload  # the platform is in the topic
     assert set(payload) <= ENTITY_COMMON_KEYS | PLATFORM_KEYS["binary_sensor"]
     assert payload["device"]["identifiers"] == ["carlightd_demo_car"]
+
+
+def test_device_mode_has_the_device_topic_only() -> None:
+    assert list(homeassistant.discovery_messages(settings())) == [
+        "homeassistant/device/carlightd_demo_car/config"
+    ]
 
 
 def test_discovery_off_empties_every_topic() -> None:
@@ -264,3 +279,366 @@ def test_sample_discovery_payload_is_valid_json(mode: str) -> None:
     for payload in messages.values():
         if payload is not None:
             assert json.loads(json.dumps(payload)) == payload
+
+
+# --- a change of discovery mode, as Home Assistant documents it ----------------------------------
+
+MIGRATE = {"migrate_discovery": True}
+# Home Assistant's discovery topic pattern (homeassistant/components/mqtt/discovery.py).
+TOPIC_MATCHER = re.compile(
+    r"(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?(?P<object_id>[a-zA-Z0-9_-]+)/config"
+)
+
+
+def kinds(steps: list[tuple[str, dict[str, Any] | None]]) -> list[tuple[str, str]]:
+    """(topic, what) with `what` one of config, migrate, empty."""
+    return [
+        (topic, "empty" if p is None else "migrate" if p == MIGRATE else "config")
+        for topic, p in steps
+    ]
+
+
+def test_every_discovery_topic_is_one_home_assistant_accepts() -> None:
+    for mode in ("device", "entity"):
+        config = settings(homeassistant__mode=mode, vehicle__id="car-2_b")
+        for topic in homeassistant.discovery_messages(config):
+            prefix, _, rest = topic.partition("/")
+            assert prefix == "homeassistant"
+            match = TOPIC_MATCHER.fullmatch(rest)
+            assert match is not None, topic
+            assert match["node_id" if mode == "entity" else "object_id"] == "carlightd_car_2_b"
+
+
+def test_entity_to_device_migrates_then_announces_then_empties_the_old_topics() -> None:
+    config = settings()
+    last = homeassistant.platforms(config)
+    steps = homeassistant.transition(config, "entity", last)
+    old = [homeassistant.entity_topic(config, p, k) for k, p in last.items()]
+    device = homeassistant.device_topic(config)
+    assert kinds(steps) == [
+        *[(t, "migrate") for t in old],
+        (device, "config"),
+        *[(t, "empty") for t in old],
+    ]
+    assert steps[len(old)][1] == homeassistant.discovery_messages(config)[device]
+
+
+def test_device_to_entity_is_the_documented_rollback() -> None:
+    config = settings(homeassistant__mode="entity")
+    steps = homeassistant.transition(config, "device", homeassistant.platforms(config))
+    device = homeassistant.device_topic(config)
+    configs = homeassistant.discovery_messages(config)
+    assert kinds(steps) == [
+        (device, "migrate"),
+        *[(t, "config") for t in configs],
+        (device, "empty"),
+    ]
+    assert dict(steps[1:-1]) == configs
+
+
+@pytest.mark.parametrize("mode", ["device", "entity"])
+def test_no_change_or_unknown_announces_the_current_mode_and_empties_nothing(mode: str) -> None:
+    config = settings(homeassistant__mode=mode)
+    current = homeassistant.discovery_messages(config)
+    for last_mode in (mode, None, "off"):
+        steps = homeassistant.transition(config, last_mode, homeassistant.platforms(config))  # type: ignore[arg-type]
+        assert dict(steps) == current
+        assert all(payload is not None for _, payload in steps)
+
+
+def test_turning_off_removes_the_way_it_was_announced() -> None:
+    config = settings(homeassistant__discovery=False)
+    last = homeassistant.platforms(config)
+    device = homeassistant.device_topic(config)
+    assert homeassistant.transition(config, "device", last) == [(device, None)]
+    entity = homeassistant.transition(config, "entity", last)
+    assert kinds(entity) == [
+        (homeassistant.entity_topic(config, p, k), "empty") for k, p in last.items()
+    ]
+    # Not known how it was announced: every topic of both modes, as before.
+    unknown = homeassistant.transition(config, None, {})
+    assert {t for t, _ in unknown} == set(homeassistant.discovery_messages(config))
+    assert all(payload is None for _, payload in unknown)
+    assert homeassistant.transition(config, "off", last) == []
+
+
+def test_parts_removed_while_the_daemon_was_stopped_are_removed_in_every_transition() -> None:
+    config = settings()
+    last = {**homeassistant.platforms(config), "fog_rear_problem": "binary_sensor"}
+    fog_entity = homeassistant.entity_topic(config, "binary_sensor", "fog_rear_problem")
+    device = homeassistant.device_topic(config)
+    # Same mode: the device payload names it with nothing but its platform.
+    [(topic, payload)] = homeassistant.transition(config, "device", last)
+    assert topic == device
+    assert payload is not None
+    assert payload["components"]["fog_rear_problem"] == {"platform": "binary_sensor"}
+    # entity -> device: its old topic is emptied (removed), never migrated.
+    steps = homeassistant.transition(config, "entity", last)
+    assert (fog_entity, None) in steps
+    assert (fog_entity, MIGRATE) not in steps
+    [migrated] = [payload for topic, payload in steps if topic == device]
+    assert migrated is not None
+    assert "fog_rear_problem" not in migrated["components"]
+    # device -> entity: removed from the device first, then the rollback.
+    entity_config = settings(homeassistant__mode="entity")
+    first, second = homeassistant.transition(entity_config, "device", last)[:2]
+    assert first[0] == device
+    assert first[1] is not None
+    assert first[1]["components"]["fog_rear_problem"] == {"platform": "binary_sensor"}
+    assert second == (device, MIGRATE)
+
+
+# --- the record of the last discovery, in the state directory ------------------------------------
+
+
+def test_record_round_trip_and_atomic_write(tmp_path: Path) -> None:
+    record = discovery_record.Announced(
+        mode="entity", prefix="homeassistant", node="carlightd_demo_car", entities={"a": "sensor"}
+    )
+    assert discovery_record.load(tmp_path) is None  # none yet: unknown, and nothing logged
+    assert discovery_record.save(tmp_path / "new" / "dir", record)
+    assert discovery_record.load(tmp_path / "new" / "dir") == record
+    assert [p.name for p in (tmp_path / "new" / "dir").iterdir()] == ["discovery.json"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{not json", "not a discovery record"),
+        (b'{"format": "carlightd.fault-memory", "version": 1}', "not a discovery record"),
+        (b'{"mode": "sideways", "prefix": "p", "node": "n", "entities": {}}', "mode"),
+        (b"\xff\xfe" * 10, "not a discovery record"),
+        (b" " * (discovery_record.MAX_RECORD_BYTES + 1), "too large"),
+    ],
+)
+def test_a_corrupt_record_is_unknown_and_logged(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    (tmp_path / "discovery.json").write_bytes(content)
+    with capture_logs() as logs:
+        assert discovery_record.load(tmp_path) is None
+    [line] = [e for e in logs if e["event"] == "discovery_record_unusable"]
+    assert problem in line["problem"]
+
+
+def test_a_record_that_is_not_a_file_is_unknown_and_cannot_be_saved(tmp_path: Path) -> None:
+    (tmp_path / "discovery.json").mkdir()
+    record = discovery_record.Announced(mode="off", prefix="p", node="n", entities={})
+    with capture_logs() as logs:
+        assert discovery_record.load(tmp_path) is None
+        assert not discovery_record.save(tmp_path, record)
+    events = [e["event"] for e in logs]
+    assert events == ["discovery_record_unusable", "discovery_record_not_saved"]
+    assert [p.name for p in tmp_path.iterdir()] == ["discovery.json"]  # no temporary file left
+
+
+# --- against a real broker: what a Home Assistant would receive ----------------------------------
+
+
+def discovery_settings(
+    broker: tuple[str, int], state: Path, prefix: str, root: str, **overrides: Any
+) -> Settings:
+    return service_settings(
+        *broker,
+        state,
+        homeassistant__prefix=prefix,
+        mqtt__base_topic=root,
+        **overrides,
+    )
+
+
+def recorded(state: Path) -> str | None:
+    record = discovery_record.load(state)
+    return None if record is None else record.mode
+
+
+async def settled(sub: Subscriber, prefix: str) -> int:
+    """Everything published so far has arrived: a marker of our own comes after it."""
+    marker = f"{prefix}/marker/{uuid.uuid4().hex[:6]}"
+    await sub.client.publish(marker, b"m", qos=1)
+    await sub.wait_for(lambda: sub.on(marker), what="the marker")
+    return next(i for i, m in enumerate(sub.messages) if m[0] == marker)
+
+
+def seen(sub: Subscriber, start: int, end: int) -> list[tuple[str, str]]:
+    """The discovery messages between two markers, as (topic, config | migrate | empty)."""
+    out = []
+    for topic, payload, _ in sub.messages[start:end]:
+        if not topic.endswith("/config"):
+            continue
+        what = (
+            "empty" if payload == b"" else "migrate" if json.loads(payload) == MIGRATE else "config"
+        )
+        out.append((topic, what))
+    return out
+
+
+async def run_until(config: Settings, state: Path, mode: str) -> None:
+    """A daemon run that ends once the broker has acknowledged its discovery change."""
+    async with running(Service(config, heartbeat=False)):
+        await wait_until(lambda: recorded(state) == mode)
+
+
+@pytest.mark.parametrize("mode", ["device", "entity"])
+async def test_an_ordinary_restart_and_home_assistant_start_send_only_the_current_mode(
+    broker: tuple[str, int], tmp_path: Path, mode: str
+) -> None:
+    prefix, root, state = f"ha-{uuid.uuid4().hex[:8]}", unique_base_topic(), tmp_path / "state"
+    config = discovery_settings(broker, state, prefix, root, homeassistant__mode=mode)
+    current = [(t, "config") for t in homeassistant.discovery_messages(config)]
+    await run_until(config, state, mode)
+    async with subscribed(*broker, f"{prefix}/#") as sub:
+        start = await settled(sub, prefix)
+
+        def count() -> int:
+            return len(seen(sub, start, len(sub.messages)))
+
+        async with running(Service(config, heartbeat=False)):
+            await sub.wait_for(lambda: count() >= len(current), what="the discovery")
+            await sub.client.publish(f"{prefix}/status", b"online", qos=1)
+            await sub.wait_for(lambda: count() >= 2 * len(current), what="the rediscovery")
+        end = await settled(sub, prefix)
+    # The current mode's discovery (at connect, and again at Home Assistant's birth; a message
+    # cut short by the stop may come once more), nothing else: no empty message on the other
+    # mode's topics.
+    assert set(seen(sub, start, end)) == set(current)
+
+
+@pytest.mark.parametrize(("before", "after"), [("entity", "device"), ("device", "entity")])
+async def test_a_mode_change_is_migrated_once_in_home_assistants_order(
+    broker: tuple[str, int], tmp_path: Path, before: str, after: str
+) -> None:
+    prefix, root, state = f"ha-{uuid.uuid4().hex[:8]}", unique_base_topic(), tmp_path / "state"
+    old = discovery_settings(broker, state, prefix, root, homeassistant__mode=before)
+    new = discovery_settings(broker, state, prefix, root, homeassistant__mode=after)
+    await run_until(old, state, before)
+    async with subscribed(*broker, f"{prefix}/#") as sub:
+        start = await settled(sub, prefix)
+        await run_until(new, state, after)
+        middle = await settled(sub, prefix)
+        # A restart after the change: the current discovery, nothing else.
+        async with running(Service(new, heartbeat=False)):
+            await sub.wait_for(lambda: seen(sub, middle, len(sub.messages)), what="discovery")
+        end = await settled(sub, prefix)
+    expected = kinds(homeassistant.transition(new, before, homeassistant.platforms(old)))  # type: ignore[arg-type]
+    migration = seen(sub, start, middle)
+    # The documented order, then (retained topics, republished at connect) nothing that
+    # touches the old mode's topics.
+    assert migration[: len(expected)] == expected
+    current = set(homeassistant.discovery_messages(new))
+    assert {(t, w) for t, w in migration[len(expected) :]} <= {(t, "config") for t in current}
+    assert set(seen(sub, middle, end)) == {(t, "config") for t in current}
+    # The broker keeps the new mode only: a newcomer (a Home Assistant starting) sees nothing
+    # on the old topics.
+    async with subscribed(*broker, f"{prefix}/#") as late:
+        marker = await settled(late, prefix)
+        # (The embedded fallback broker also replays other retained topics: only ours count.)
+        retained = {t for t, _, r in late.messages[:marker] if r and t.startswith(f"{prefix}/")}
+        assert retained == current
+
+
+async def test_a_live_reload_migrates_too(broker: tuple[str, int], tmp_path: Path) -> None:
+    prefix, root, state = f"ha-{uuid.uuid4().hex[:8]}", unique_base_topic(), tmp_path / "state"
+    entity = discovery_settings(broker, state, prefix, root, homeassistant__mode="entity")
+    device = entity.model_copy(
+        update={"homeassistant": entity.homeassistant.model_copy(update={"mode": "device"})}
+    )
+    service = Service(entity, heartbeat=False)
+    async with subscribed(*broker, f"{prefix}/#") as sub, running(service):
+        await wait_until(lambda: recorded(state) == "entity")
+        start = await settled(sub, prefix)
+        assert "homeassistant" in service._apply(device)[0]
+        await wait_until(lambda: recorded(state) == "device")
+        end = await settled(sub, prefix)
+    expected = kinds(homeassistant.transition(device, "entity", homeassistant.platforms(entity)))
+    assert seen(sub, start, end)[: len(expected)] == expected
+
+
+async def test_turning_discovery_off_removes_once_then_publishes_nothing(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    prefix, root, state = f"ha-{uuid.uuid4().hex[:8]}", unique_base_topic(), tmp_path / "state"
+    on = discovery_settings(broker, state, prefix, root)
+    off = discovery_settings(broker, state, prefix, root, homeassistant__discovery=False)
+    await run_until(on, state, "device")
+    async with subscribed(*broker, f"{prefix}/#") as sub:
+        start = await settled(sub, prefix)
+        await run_until(off, state, "off")
+        middle = await settled(sub, prefix)
+        await run_until(off, state, "off")
+        end = await settled(sub, prefix)
+    assert seen(sub, start, middle) == [(homeassistant.device_topic(on), "empty")]
+    assert seen(sub, middle, end) == []
+
+
+async def test_unknown_record_announces_as_it_is_and_a_bad_one_never_stops_the_daemon(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    prefix, root, state = f"ha-{uuid.uuid4().hex[:8]}", unique_base_topic(), tmp_path / "state"
+    state.mkdir()
+    (state / "discovery.json").write_bytes(b"\x00garbage")
+    config = discovery_settings(broker, state, prefix, root)
+    async with subscribed(*broker, f"{prefix}/#") as sub:
+        start = await settled(sub, prefix)
+        with capture_logs() as logs:
+            await run_until(config, state, "device")
+        end = await settled(sub, prefix)
+    assert "discovery_record_unusable" in [e["event"] for e in logs]
+    assert seen(sub, start, end) == [(homeassistant.device_topic(config), "config")]
+    # A record that cannot be written (a directory in its place): logged, discovery goes on.
+    (state / "discovery.json").unlink()
+    (state / "discovery.json").mkdir()
+    async with subscribed(*broker, f"{prefix}/#") as sub:
+        start = await settled(sub, prefix)
+        with capture_logs() as logs:
+            async with running(Service(config, heartbeat=False)):
+                await wait_until(
+                    lambda: any(e["event"] == "discovery_record_not_saved" for e in logs)
+                )
+                await sub.wait_for(lambda: seen(sub, start, len(sub.messages)), what="discovery")
+        end = await settled(sub, prefix)
+    assert seen(sub, start, end) == [(homeassistant.device_topic(config), "config")]
+
+
+class FailsAfter:
+    """A real client that fails after `n` more publishes (a connection lost mid-migration)."""
+
+    def __init__(self, client: aiomqtt.Client, n: int) -> None:
+        self.client = client
+        self.left = n
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        if self.left == 0:
+            raise aiomqtt.MqttError("connection lost (injected)")
+        self.left -= 1
+        await self.client.publish(*args, **kwargs)
+
+
+async def test_an_interrupted_migration_resumes_and_a_new_change_waits_for_it(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    prefix, root, state = f"ha-{uuid.uuid4().hex[:8]}", unique_base_topic(), tmp_path / "state"
+    entity = discovery_settings(broker, state, prefix, root, homeassistant__mode="entity")
+    device = discovery_settings(broker, state, prefix, root, homeassistant__mode="device")
+    platforms = homeassistant.platforms(entity)
+    discovery_record.save(
+        state,
+        discovery_record.Announced(
+            mode="entity", prefix=prefix, node="carlightd_demo_car", entities=platforms
+        ),
+    )
+    publisher = Publisher(device)
+    forward = kinds(homeassistant.transition(device, "entity", platforms))
+    back = kinds(homeassistant.transition(entity, "device", platforms))
+    async with subscribed(*broker, f"{prefix}/#") as sub, aiomqtt.Client(*broker) as client:
+        start = await settled(sub, prefix)
+        with pytest.raises(aiomqtt.MqttError):
+            await publisher._send_home_assistant_change(FailsAfter(client, 10))  # type: ignore[arg-type]
+        assert recorded(state) == "entity"  # not all acknowledged: not remembered
+        # Switched back meanwhile: the half-sent change is finished first, then rolled back.
+        publisher.settings = entity
+        publisher.announce_to_home_assistant()
+        await publisher._send_home_assistant_change(client)
+        end = await settled(sub, prefix)
+    assert recorded(state) == "entity"
+    assert seen(sub, start, end) == forward + back

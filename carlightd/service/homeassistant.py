@@ -1,23 +1,28 @@
 """Home Assistant MQTT discovery: the vehicle as one device, its parts as problem sensors.
 
-Device-based discovery (`{prefix}/device/{node}/config` with `cmps`, Home Assistant 2024.11+) by
-default; per-entity discovery (`{prefix}/{platform}/{node}/{object}/config`) for older
-installations. Every entity reads the daemon's own contract topics — nothing is published for
-Home Assistant alone but the discovery messages — and all are tied to `ROOT/availability`.
-Turning discovery off publishes empty retained messages on every discovery topic, which is how
-Home Assistant is told to remove them.
+Device-based discovery (`{prefix}/device/{node}/config`, the entities under `components`, Home
+Assistant 2024.11+) by default; per-entity discovery (`{prefix}/{platform}/{node}/{object}/config`)
+for older installations. Every entity reads the daemon's own contract topics — nothing is
+published for Home Assistant alone but the discovery messages — and all are tied to
+`ROOT/availability`. Only the current mode's topics are published; a change of mode is migrated
+the way Home Assistant documents (`transition`). Turning discovery off empties the discovery
+topics, which is how Home Assistant is told to remove them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from carlightd import __version__
 from carlightd.config import Settings
 from carlightd.service.payloads import Topics
 
 ORIGIN = {"name": "carlightd", "sw_version": __version__}
+# Sent on a discovery topic, it makes Home Assistant unload what it discovered there and keep
+# its registry entries, for the same unique ids to take back under another topic.
+MIGRATE = {"migrate_discovery": True}
+Mode = Literal["device", "entity", "off"]
 WARNING_LAMP_NAMES = {
     "bulb": "Bulb failure warning",
     "battery": "Charging system warning",
@@ -136,44 +141,116 @@ def entity_topic(settings: Settings, platform: str, object_id: str) -> str:
     return f"{settings.homeassistant.prefix}/{platform}/{node}/{object_id}/config"
 
 
+def announced_mode(settings: Settings) -> Mode:
+    return settings.homeassistant.mode if settings.homeassistant.discovery else "off"
+
+
+def platforms(settings: Settings) -> dict[str, str]:
+    """Object id -> platform of every entity the configuration has."""
+    return {k: v["platform"] for k, v in components(settings).items()}
+
+
+def _device_payload(settings: Settings, gone: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "device": _device(settings),
+        "origin": ORIGIN,
+        **_availability(settings),
+        "components": {**components(settings), **{k: {"platform": v} for k, v in gone.items()}},
+        "qos": 1,
+    }
+
+
+def _entity_payloads(settings: Settings) -> dict[str, dict[str, Any]]:
+    messages: dict[str, dict[str, Any]] = {}
+    for object_id, entity in components(settings).items():
+        payload = {k: v for k, v in entity.items() if k != "platform"}
+        messages[entity_topic(settings, entity["platform"], object_id)] = {
+            **payload,
+            "device": _device(settings),
+            "origin": ORIGIN,
+            **_availability(settings),
+            "qos": 1,
+        }
+    return messages
+
+
 def discovery_messages(
     settings: Settings, retired: Mapping[str, str] | None = None
 ) -> dict[str, dict[str, Any] | None]:
     """topic -> payload (None: an empty retained message, removing what was there).
 
+    Discovery on: the current mode's topics only. Publishing anything on the other mode's
+    topics would reach the entities Home Assistant has from this mode (the same discovery ids)
+    and be refused with a "conflicting MQTT discovery message" warning each.
+
     `retired` (object id -> platform) are entities announced before that the configuration no
-    longer has (parts removed on a reload): Home Assistant removes one component of a device when
-    it comes with nothing but its platform, and a per-entity one with an empty message.
+    longer has (parts removed): Home Assistant removes one component of a device when it comes
+    with nothing but its platform, and a per-entity one with an empty message.
+
+    Discovery off: every topic of both modes empty (removal, whichever mode was used).
     """
-    entities = components(settings)
-    enabled = settings.homeassistant.discovery
-    mode = settings.homeassistant.mode
+    current = platforms(settings)
+    gone = {k: v for k, v in (retired or {}).items() if k not in current}
+    mode = announced_mode(settings)
+    if mode == "device":
+        return {device_topic(settings): _device_payload(settings, gone)}
     messages: dict[str, dict[str, Any] | None] = {}
-    gone = {k: v for k, v in (retired or {}).items() if k not in entities}
-    device_payload = {
-        "device": _device(settings),
-        "origin": ORIGIN,
-        **_availability(settings),
-        "components": {**entities, **{k: {"platform": v} for k, v in gone.items()}},
-        "qos": 1,
-    }
-    messages[device_topic(settings)] = device_payload if enabled and mode == "device" else None
+    if mode == "off":
+        messages[device_topic(settings)] = None
+        for object_id, platform in {**gone, **current}.items():
+            messages[entity_topic(settings, platform, object_id)] = None
+        return messages
     for object_id, platform in gone.items():
         messages[entity_topic(settings, platform, object_id)] = None
-    for object_id, entity in entities.items():
-        topic = entity_topic(settings, entity["platform"], object_id)
-        if enabled and mode == "entity":
-            payload = {k: v for k, v in entity.items() if k != "platform"}
-            messages[topic] = {
-                **payload,
-                "device": _device(settings),
-                "origin": ORIGIN,
-                **_availability(settings),
-                "qos": 1,
-            }
-        else:
-            messages[topic] = None  # removed (or never there; an empty retained is harmless)
+    messages.update(_entity_payloads(settings))
     return messages
+
+
+def transition(
+    settings: Settings, last_mode: Mode | None, last_entities: Mapping[str, str]
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """The messages, in order, that take Home Assistant from the discovery announced last
+    (`last_mode` None: unknown) to the one `settings` ask for.
+
+    A switch between modes follows Home Assistant's documented migration ("Migration from
+    single component to device-based discovery", and its rollback): `{"migrate_discovery":
+    true}` on every old topic (Home Assistant unloads the entity and keeps its registry entry:
+    entity id, name, area, history), then the new discovery (the same unique ids take those
+    entries back), then an empty message on every old topic. Home Assistant 2025.4 logs that
+    last clean-up as one "conflicting MQTT discovery message" warning per entity, once: the old
+    topics must be emptied, or they would be replayed at every Home Assistant start.
+    """
+    current = platforms(settings)
+    mode = announced_mode(settings)
+    retired = {k: v for k, v in last_entities.items() if k not in current}
+    if last_mode == "off" and mode == "off":
+        return []
+    if last_mode == mode:
+        return list(discovery_messages(settings, retired).items())
+    if last_mode is None or last_mode == "off":  # nothing known to clean up
+        return list(discovery_messages(settings).items())
+    if mode == "off":  # removal, the way it was announced
+        if last_mode == "device":
+            return [(device_topic(settings), None)]
+        return [(entity_topic(settings, p, k), None) for k, p in last_entities.items()]
+    if last_mode == "entity":  # -> device
+        kept = [entity_topic(settings, p, k) for k, p in last_entities.items() if k in current]
+        return [
+            *[(entity_topic(settings, p, k), None) for k, p in retired.items()],
+            *[(topic, MIGRATE) for topic in kept],
+            (device_topic(settings), _device_payload(settings, {})),
+            *[(topic, None) for topic in kept],
+        ]
+    # device -> entity: parts removed meanwhile go first, the way a device removes them.
+    steps: list[tuple[str, dict[str, Any] | None]] = []
+    if retired:
+        steps.append((device_topic(settings), _device_payload(settings, retired)))
+    return [
+        *steps,
+        (device_topic(settings), MIGRATE),
+        *_entity_payloads(settings).items(),
+        (device_topic(settings), None),
+    ]
 
 
 def status_topic(settings: Settings) -> str:

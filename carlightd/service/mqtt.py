@@ -29,7 +29,7 @@ import aiomqtt
 from carlightd import logs
 from carlightd.config import Settings
 from carlightd.diagnostics.diagnoser import CycleReport
-from carlightd.service import homeassistant, inbox, tcp
+from carlightd.service import discovery_record, homeassistant, inbox, tcp
 from carlightd.service.commands import CommandHandler, printable
 from carlightd.service.outbox import Outbox
 from carlightd.service.payloads import (
@@ -173,7 +173,14 @@ class Publisher:
         self._faults_key: tuple[Any, ...] | None = None
         self._telemetry_at: float | None = None
         self._discovery_topics: list[str] = []
-        self._announced: dict[str, str] = {}  # Home Assistant object id -> platform
+        # Home Assistant: the discovery the broker holds (remembered in the state directory), and
+        # the ordered messages of a change to it that the broker has not all acknowledged yet.
+        self._ha_last = discovery_record.load(settings.diagnostics.state_dir)
+        self._ha_steps: list[tuple[str, bytes]] = []
+        self._ha_sent = 0
+        self._ha_next: discovery_record.Announced | None = None
+        self._ha_again = False
+        self._ha_retired: dict[str, str] = {}  # parts removed meanwhile: object id -> platform
         # Requests are hostile input: counted, throttled in the log, summarised per interval.
         self.requests = inbox.RequestStats()
         self._request_log = inbox.Throttle(self.requests)
@@ -199,16 +206,86 @@ class Publisher:
         self.announce_to_home_assistant()
 
     def announce_to_home_assistant(self) -> None:
-        """(Re)state the discovery messages; retained like the rest, so resent on reconnect."""
-        current = {k: v["platform"] for k, v in homeassistant.components(self.settings).items()}
-        retired = {k: v for k, v in self._announced.items() if k not in current}
-        self._announced = {**retired, **current}
-        messages = homeassistant.discovery_messages(self.settings, retired)
+        """(Re)state the discovery: the current mode's topics only, retained like the rest, so
+        resent on every reconnect and whenever Home Assistant starts. What differs from the
+        discovery announced last (another mode, discovery turned off or on, parts removed) goes
+        first, once, in Home Assistant's order (`homeassistant.transition`); the new state is
+        remembered when the broker has acknowledged all of it."""
+        if 0 < self._ha_sent < len(self._ha_steps):
+            # A change is half sent: it is finished first, and this one worked out after it.
+            self._ha_again = True
+            self._wake.set()
+            return
+        settings = self.settings
+        wanted = discovery_record.Announced(
+            mode=homeassistant.announced_mode(settings),
+            prefix=settings.homeassistant.prefix,
+            node=homeassistant.node_id(settings.vehicle.id),
+            entities=homeassistant.platforms(settings),
+        )
+        last = self._ha_last
+        if last is not None and (last.prefix, last.node) != (wanted.prefix, wanted.node):
+            log.warning(
+                "discovery_record_elsewhere",
+                recorded=f"{last.prefix}/…/{last.node}",
+                now=f"{wanted.prefix}/…/{wanted.node}",
+                effect="what was announced there is left as it is",
+            )
+            last = None
+        if last is not None and last.mode == wanted.mode:
+            # Parts removed since (a reload, or while the daemon was stopped) stay named as
+            # removed in this mode's discovery for as long as the daemon runs.
+            earlier = {**last.entities, **self._ha_retired}
+            self._ha_retired = {k: v for k, v in earlier.items() if k not in wanted.entities}
+            changed = wanted.mode != "off" and last.entities != wanted.entities
+        else:
+            earlier = {} if last is None else last.entities
+            self._ha_retired = {}
+            changed = True
+        messages = {}
+        if wanted.mode != "off":
+            messages = homeassistant.discovery_messages(settings, self._ha_retired)
+        for topic in self._discovery_topics:  # another mode's: never restated
+            if topic not in messages:
+                self._retained.pop(topic, None)
+                self._dirty.pop(topic, None)
+        self._discovery_topics = list(messages)
         for topic, payload in messages.items():
             self._set(topic, b"" if payload is None else json.dumps(payload).encode())
-            if topic not in self._discovery_topics:
-                self._discovery_topics.append(topic)
+        self._ha_steps, self._ha_sent, self._ha_next = [], 0, None
+        if changed:
+            steps = homeassistant.transition(settings, None if last is None else last.mode, earlier)
+            self._ha_steps = [(t, b"" if p is None else json.dumps(p).encode()) for t, p in steps]
+            self._ha_next = wanted
+            log.info(
+                "home_assistant_discovery_change",
+                was="unknown" if last is None else last.mode,
+                now=wanted.mode,
+                messages=len(steps),
+            )
         self._wake.set()
+
+    async def _send_home_assistant_change(self, client: aiomqtt.Client) -> None:
+        """A change of discovery, in its order, before any retained topic; then remembered."""
+        while True:
+            while self._ha_sent < len(self._ha_steps):
+                topic, payload = self._ha_steps[self._ha_sent]
+                await client.publish(topic, payload, qos=1, retain=True)
+                self.published += 1
+                self._ha_sent += 1
+                if self._retained.get(topic) == payload:
+                    self._dirty.pop(topic, None)  # just said
+            if self._ha_next is None:
+                return
+            record, self._ha_next = self._ha_next, None
+            self._ha_steps, self._ha_sent = [], 0
+            self._ha_last = record
+            discovery_record.save(self.settings.diagnostics.state_dir, record)
+            log.info("home_assistant_discovery_changed", mode=record.mode)
+            if not self._ha_again:
+                return
+            self._ha_again = False
+            self.announce_to_home_assistant()
 
     # --- the sink: called by the cycle, never blocks ---------------------------------------------
 
@@ -462,6 +539,7 @@ class Publisher:
         finally:
             if acknowledged:
                 self.persist()
+        await self._send_home_assistant_change(client)  # before the discovery it changes
         while self._dirty:
             await self._publish_retained(client, list(islice(self._dirty, RETAINED_IN_FLIGHT)))
         if self._telemetry is not None:
