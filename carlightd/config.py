@@ -8,6 +8,7 @@ written into the TOML file is refused, so it never ends up in a repository.
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 import tomllib
 from collections import Counter
@@ -42,20 +43,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TLSConfig(_Section):
-    enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    check_hostname: bool = True
-
-
 # The longest password an MQTT CONNECT packet can carry (a two-byte length).
 MQTT_MAX_PASSWORD_BYTES = 65_535
 
 
-def read_password_file(path: Path) -> str:
-    """The password in `path`, stripped of surrounding whitespace; ValueError says what is wrong.
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path`; ValueError names the path and what is wrong with it.
 
     Only a regular file: a pipe would block the start-up, and a device is never a secret.
     """
@@ -66,7 +59,7 @@ def read_password_file(path: Path) -> str:
         if not stat.S_ISREG(mode):
             raise ValueError(f"{path} is not a regular file")
         with path.open("rb") as file:
-            data = file.read(MQTT_MAX_PASSWORD_BYTES + 1)
+            return file.read(limit)
     except FileNotFoundError:
         dangling = path.is_symlink()
         raise ValueError(
@@ -76,6 +69,11 @@ def read_password_file(path: Path) -> str:
         raise ValueError(f"{path} is not readable (permission denied)") from None
     except OSError as error:
         raise ValueError(f"{path} cannot be read: {error.strerror or error}") from None
+
+
+def read_password_file(path: Path) -> str:
+    """The password in `path`, stripped of surrounding whitespace; ValueError says what is wrong."""
+    data = read_regular_file(path, MQTT_MAX_PASSWORD_BYTES + 1)
     try:
         password = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -85,6 +83,57 @@ def read_password_file(path: Path) -> str:
     if len(password.encode()) > MQTT_MAX_PASSWORD_BYTES:
         raise ValueError(f"{path} holds more than MQTT allows ({MQTT_MAX_PASSWORD_BYTES} bytes)")
     return password
+
+
+class _PassphraseNeededError(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    raise _PassphraseNeededError
+
+
+class TLSConfig(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _files_usable(self) -> TLSConfig:
+        """The files are loaded as the connection will load them, so that a missing CA or a key
+        that does not match its certificate is exit 2 now, not a crash at the first connect."""
+        if not self.enabled:
+            return self
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None:
+                try:
+                    read_regular_file(path, 1)
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from None
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not; the key goes with a cert")
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+        except ssl.SSLError as error:
+            raise ValueError(
+                f"ca_file: {self.ca_file} holds no usable certificate: {error}"
+            ) from None
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file, password=_no_passphrase)
+            except _PassphraseNeededError:
+                # Nothing could type the passphrase at every reconnect.
+                raise ValueError(
+                    "key_file: the private key is encrypted; give an unencrypted key"
+                ) from None
+            except ssl.SSLError as error:
+                raise ValueError(f"cert_file/key_file cannot be used together: {error}") from None
+        return self
 
 
 class MQTTConfig(_Section):

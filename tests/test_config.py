@@ -23,6 +23,7 @@ from carlightd import cli, config, schemas
 from carlightd.service.daemon import Service
 from tests.brokers import subscribed, unique_base_topic
 from tests.conftest import running, wait_until
+from tests.test_tls_auth import Pki, pki  # noqa: F401 (the throwaway CA fixture)
 
 DEFAULT = tomllib.loads(config.packaged_default().read_text())
 KNOWN_KEYS = config.load(config.packaged_default()).model_dump()
@@ -474,3 +475,59 @@ async def test_keepalive_takes_what_mqtt_allows(
         await wait_until(lambda: service.publisher.backlog == 0)
         assert service.publisher.connected
         assert service.publisher.connections == 1  # connected once, never refused or dropped
+
+
+def _tls_case(ca: Pki, tmp_path: Path, case: str) -> dict[str, Any]:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    encrypted = tmp_path / "encrypted.key"
+    encrypt = ["openssl", "pkey", "-in", str(ca.client_key), "-aes256", "-passout", "pass:x"]
+    subprocess.run(
+        [*encrypt, "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+    )
+    good = {"ca_file": ca.ca, "cert_file": ca.client_cert, "key_file": ca.client_key}
+    cases: dict[str, dict[str, Any]] = {
+        "good": good,
+        "missing ca_file": {**good, "ca_file": tmp_path / "no-ca.crt"},
+        "ca_file a directory": {**good, "ca_file": tmp_path},
+        "ca_file not a certificate": {**good, "ca_file": garbage},
+        "key without certificate": {"ca_file": ca.ca, "key_file": ca.client_key},
+        "key of another certificate": {**good, "key_file": ca.server_key},
+        "encrypted key": {**good, "key_file": encrypted},
+    }
+    return {"enabled": True, **{k: str(v) for k, v in cases[case].items()}}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for the test CA")
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("missing ca_file", "  mqtt.tls: ca_file: {tmp}/no-ca.crt: no such file"),
+        ("ca_file a directory", "  mqtt.tls: ca_file: {tmp} is a directory"),
+        ("ca_file not a certificate", "  mqtt.tls: ca_file: {tmp}/garbage.pem holds no usable"),
+        ("key without certificate", "  mqtt.tls: key_file is set but cert_file is not"),
+        ("key of another certificate", "  mqtt.tls: cert_file/key_file cannot be used together"),
+        ("encrypted key", "  mqtt.tls: key_file: the private key is encrypted"),
+    ],
+)
+def test_unusable_tls_files_exit_2(
+    pki: Pki,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+    problem: str,
+) -> None:
+    """Loaded as the connection loads them: exit 2 now, not a crash at the first connect."""
+    raw = with_value(("mqtt", "tls"), _tls_case(pki, tmp_path, case))
+    assert cli.main(["check-config", "--config", str(write(tmp_path, raw))]) == 2
+    assert problem.format(tmp=tmp_path) in capsys.readouterr().err
+    raw["mqtt"]["tls"]["enabled"] = False  # files that are not used are not checked
+    assert cli.main(["check-config", "--config", str(write(tmp_path, raw))]) == 0
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for the test CA")
+def test_usable_tls_files_pass(pki: Pki, tmp_path: Path) -> None:  # noqa: F811
+    raw = with_value(("mqtt", "tls"), _tls_case(pki, tmp_path, "good"))
+    assert config.load(write(tmp_path, raw)).mqtt.tls.cert_file == pki.client_cert
