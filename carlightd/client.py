@@ -178,7 +178,9 @@ async def watch_live(
                         state.fold(topic, payload_bytes(message.payload))
                         live.update(render(state))
                     except Exception as error:  # a viewer shows the problem and goes on
-                        live.console.print(Text(_skipped(topic, error), style="yellow"))
+                        live.console.print(
+                            Text(_skipped(topic, error), style="yellow"), soft_wrap=True
+                        )
                     if until(state):
                         break
     except aiomqtt.MqttError as error:
