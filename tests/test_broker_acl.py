@@ -469,7 +469,11 @@ async def test_the_readmes_broker_configuration_with_tls(
             '{"component": "brake_left", "failure": "open_circuit"}',
         )
         response = await request(
-            tls, "workshop", root, "inject_fault", {"component": "tail_left", "failure": "open_circuit"}
+            tls,
+            "workshop",
+            root,
+            "inject_fault",
+            {"component": "tail_left", "failure": "open_circuit"},
         )
         assert response["status"] == "ok", response
         await viewer.wait_for(
