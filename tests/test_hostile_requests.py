@@ -69,7 +69,12 @@ async def test_named_attacks_get_error_responses_and_the_daemon_goes_on(
         ("clear_faults", SURROGATE_KEY, "(a key): text with a lone surrogate", "t-key"),
         ("inject_fault", SURROGATE_COMPONENT, "component: text with a lone surrogate", "t-c"),
         ("no_such_command", b'{"transaction": "t-unknown"}', "unknown command", "t-unknown"),
-        ("set_ignition", b"{\"state\": \"run\", \"transaction\": " + b"9" * 4000 + b"}", "transaction: must be", None),
+        (
+            "set_ignition",
+            b'{"state": "run", "transaction": ' + b"9" * 4000 + b"}",
+            "transaction: must be",
+            None,
+        ),
         ("repair", b'{"component": 1e999, "transaction": 7}', "component", 7),
         ("repair", b"\xff\xfe\x00", "not UTF-8", None),
     ]
