@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -498,3 +499,54 @@ async def test_in_chromium_a_cross_site_page_and_a_rebound_name_cannot_command(
                 assert [t for t, _, _ in requests.messages] == [f"{root}/request/barrier"]
         finally:
             await runner.cleanup()
+
+
+MACHINE = socket.gethostname()
+
+
+@pytest.mark.parametrize(
+    ("bound", "sockets", "accepted", "refused"),
+    [
+        (
+            "127.0.0.1",
+            [("127.0.0.1", 8080)],
+            ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "LocalHost:8080"],
+            ["evil.example:8080", "127.0.0.1:8081", "127.0.0.1", "127.0.0.2:8080", "[::1]"],
+        ),
+        (
+            "localhost",
+            [("127.0.0.1", 8080), ("::1", 8080, 0, 0)],
+            ["localhost:8080", "127.0.0.1:8080", "[::1]:8080"],
+            ["localhost.:8080", "localhost.evil.example:8080", "::1:8080"],
+        ),
+        (
+            "0.0.0.0",
+            [("0.0.0.0", 8080)],
+            [
+                "192.168.1.5:8080",
+                "[fe80::1]:8080",
+                "localhost:8080",
+                f"{MACHINE}:8080",
+            ],
+            ["evil.example:8080", "192.168.1.5:8081", "192.168.1.5:8080:1", ":8080", ""],
+        ),
+        (
+            "192.168.1.5",
+            [("192.168.1.5", 8080)],
+            ["192.168.1.5:8080", f"{MACHINE}.local:8080"],
+            ["evil.example:8080", "10.0.0.1:8080", "[::1]x:8080", "192.168.1.5:http"],
+        ),
+    ],
+)
+def test_which_hosts_the_dashboard_answers_to(
+    bound: str, sockets: list[tuple[Any, ...]], accepted: list[str], refused: list[str]
+) -> None:
+    address = server.Address.bound(bound, sockets, 8080)
+    for host in accepted:
+        assert address.accepts(host), host
+    for host in refused:
+        assert not address.accepts(host), host
+    host = accepted[0]
+    assert address.same_origin(f"http://{host}", host)
+    assert not address.same_origin("http://evil.example:8080", host)
+    assert not address.same_origin(f"https://{host}", host)
