@@ -14,6 +14,7 @@ import ctypes
 import errno
 import itertools
 import json
+import logging
 import os
 import signal
 import sys
@@ -120,6 +121,16 @@ class Logs:
     def events(self, name: str) -> list[dict[str, Any]]:
         self.read()
         return [line for line in self.lines if line["event"] == name]
+
+
+@pytest.fixture(autouse=True)
+def _log_stream_left_open() -> Iterator[None]:
+    yield
+    # `Logs` points the log handler at this test's captured stderr, which is closed after it:
+    # later tests' lines go to the process's stderr instead (pytest captures that too).
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # ours; not pytest's own capture handlers
+            handler.stream = sys.__stderr__  # not setStream: it would flush the closed one
 
 
 def beat(disk: SmallDisk) -> health.Heartbeat:
