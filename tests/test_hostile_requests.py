@@ -77,6 +77,8 @@ async def test_named_attacks_get_error_responses_and_the_daemon_goes_on(
         ),
         ("repair", b'{"component": 1e999, "transaction": 7}', "component", 7),
         ("repair", b"\xff\xfe\x00", "not UTF-8", None),
+        ("set_ignition", b'{"state": "on", "state": "off", "transaction": 3}', "twice", 3),
+        ("set_ignition", b'{"state": NaN, "transaction": "t-nan"}', "NaN is not", "t-nan"),
     ]
     async with running(service), aiomqtt.Client(*broker) as client:
         await wait_until(lambda: service.publisher.connected)
@@ -183,3 +185,84 @@ async def test_a_request_flood_is_bounded_and_summarised(
     totals = summaries[-1]["totals"]
     assert totals["received"] + totals["dropped"] == sent
     assert totals["log_lines_suppressed"] == stats.answered - len(command_lines)
+
+
+def _status(**fields: Any) -> bytes:
+    status = {
+        "vehicle": "demo-car",
+        "updated_at": "2020-01-01T00:00:00Z",
+        "instance": "forged:1:x",
+        "started_at": "2020-01-01T00:00:00Z",
+        "state_saved": True,
+        "problems": [],
+        "last_event_seq": 0,
+    }
+    return json.dumps({**status, **fields}).encode()
+
+
+async def _first_event_seq(
+    service: Service, broker: tuple[str, int], part: str = "tail_left"
+) -> int:
+    root = service.publisher.topics.root
+    async with aiomqtt.Client(*broker) as client:
+        await client.subscribe(f"{root}/events", qos=1)
+        service.daemon.car.inject(part, "open_circuit")
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                seq: int = json.loads(message.payload)["seq"]
+                return seq
+    raise AssertionError("unreachable")
+
+
+FORGED_STATUSES = {
+    "at the seq limit": _status(last_event_seq=2**53 - 1),
+    "naive time": _status(last_event_seq=100, updated_at="2030-01-01T00:00:00"),
+    "6 MB": _status(problems=[1] * 2_000_000),
+    "not JSON": b"{not json",
+    "another vehicle": _status(vehicle="another-car", last_event_seq=100),
+}
+
+
+@pytest.mark.parametrize("forged", FORGED_STATUSES.values(), ids=FORGED_STATUSES.keys())
+async def test_a_forged_status_cannot_push_the_sequence_or_stop_the_daemon(
+    broker: tuple[str, int], tmp_path: Path, forged: bytes
+) -> None:
+    service = _service(broker, tmp_path)
+    status_topic = service.publisher.topics.status
+    async with aiomqtt.Client(*broker) as client:
+        await client.publish(status_topic, forged, qos=1, retain=True)
+    try:
+        with capture_logs() as logs:
+            async with running(service):
+                await wait_until(lambda: service.publisher.connected)
+                assert await _first_event_seq(service, broker) == 1
+                cycles = service.daemon.diagnoser.cycle
+                await wait_until(lambda: service.daemon.diagnoser.cycle >= cycles + 3)
+        assert service.publisher.requests.failed == 0
+        assert [e for e in logs if e["event"] == "status_not_ours"]
+        # Our own status replaced the forgery, and a restart reads it back.
+        again = _service(broker, tmp_path)
+        async with running(again):
+            await wait_until(lambda: again.publisher.connected)
+            assert await _first_event_seq(again, broker, "brake_right") > 1
+    finally:
+        async with aiomqtt.Client(*broker) as client:
+            await client.publish(status_topic, b"", qos=1, retain=True)
+
+
+async def test_a_status_flood_is_not_a_log_flood(broker: tuple[str, int], tmp_path: Path) -> None:
+    service = _service(broker, tmp_path)
+    status_topic = service.publisher.topics.status
+    with capture_logs() as logs:
+        async with running(service), aiomqtt.Client(*broker) as client:
+            await wait_until(lambda: service.publisher.connected)
+            for number in range(500):
+                await client.publish(status_topic, _status(instance=f"x:{number}:y"), qos=1)
+                await client.publish(status_topic, b"{bad", qos=1)
+            cycles = service.daemon.diagnoser.cycle
+            await wait_until(lambda: service.daemon.diagnoser.cycle >= cycles + 3)
+        async with aiomqtt.Client(*broker) as client:
+            await client.publish(status_topic, b"", qos=1, retain=True)
+    lines = [e for e in logs if e["event"] in ("status_not_ours", "second_daemon_for_vehicle")]
+    assert 0 < len(lines) <= 2 * 20  # at most 20 per summary interval

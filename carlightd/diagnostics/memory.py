@@ -22,6 +22,10 @@ EventType = Literal["fault_pending", "fault_confirmed", "fault_cleared"]
 FaultStatus = Literal["pending", "confirmed"]
 
 
+# The largest event seq: every JSON reader counts it exactly.
+MAX_SEQ = 2**53 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class FaultEvent:
     seq: int

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from carlightd import logs
 from carlightd.diagnostics.memory import (
+    MAX_SEQ,
     EventType,
     FaultEvent,
     FaultMemory,
@@ -240,8 +241,8 @@ class StateStore:
     def _foreign(self, stored: _StoredMemory) -> str | None:
         if stored.vehicle != self.vehicle_id:
             return f"belongs to vehicle {stored.vehicle!r}, not {self.vehicle_id!r}"
-        if stored.seq < 0:
-            return "negative event sequence number"
+        if not 0 <= stored.seq <= MAX_SEQ:
+            return f"event sequence number {stored.seq} out of range (0 to {MAX_SEQ})"
         for record in stored.records:
             if record.failure not in FAILURES[record.kind]:
                 return f"unknown failure {record.kind}/{record.failure}"

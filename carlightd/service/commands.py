@@ -162,6 +162,22 @@ def _transaction_in_text(text: str) -> Transaction:
     return None
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a key given twice are refused: which one counts would be a guess."""
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            where = printable(key[:64])
+            raise CommandError(f"payload is not JSON we accept: key {where!r} is given twice")
+        body[key] = value
+    return body
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), though Python's decoder takes them."""
+    raise CommandError(f"payload is not JSON: {name} is not a JSON value")
+
+
 def read_body(payload: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or CommandError saying what is wrong with it."""
     if len(payload) > MAX_REQUEST_BYTES:
@@ -178,15 +194,17 @@ def read_body(payload: bytes) -> dict[str, Any]:
             _transaction_in_text(text),
         )
     try:
-        body = json.loads(text)
+        body = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except CommandError as error:  # a duplicate key, NaN: still matched to its request
+        raise CommandError(error.message, _transaction_in_text(text)) from None
     except (json.JSONDecodeError, RecursionError, ValueError) as error:
         # ValueError: a number beyond Python's integer digit limit, for instance.
         where = (
-            f"{error.msg} at character {error.pos}"
+            f"{error.msg} (character {error.pos})"
             if isinstance(error, json.JSONDecodeError)
             else str(error)
         )
-        raise CommandError(f"payload is not JSON: {where}") from None
+        raise CommandError(f"payload is not JSON: {where}", _transaction_in_text(text)) from None
     if not isinstance(body, dict):
         raise CommandError(f"payload must be a JSON object, not {_json_type(body)}")
     if (bad := _unencodable(body)) is not None:

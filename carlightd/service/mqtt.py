@@ -25,6 +25,7 @@ from itertools import islice
 from typing import Any
 
 import aiomqtt
+from pydantic import ValidationError
 
 from carlightd import logs
 from carlightd.config import Settings
@@ -33,6 +34,8 @@ from carlightd.service import discovery_record, homeassistant, inbox, tcp
 from carlightd.service.commands import CommandHandler, printable
 from carlightd.service.outbox import Outbox
 from carlightd.service.payloads import (
+    MAX_BROKER_SEQ,
+    MAX_STATUS_BYTES,
     OFFLINE,
     ONLINE,
     ComponentPayload,
@@ -183,7 +186,7 @@ class Publisher:
         self._ha_retired: dict[str, str] = {}  # parts removed meanwhile: object id -> platform
         # Requests are hostile input: counted, throttled in the log, summarised per interval.
         self.requests = inbox.RequestStats()
-        self._request_log = inbox.Throttle(self.requests)
+        self._message_log = inbox.Throttle(self.requests)
         self._retained_requests_seen: set[str] = set()
         # ROOT/status: who we are, what is wrong with the daemon itself, the last event seq.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -327,8 +330,6 @@ class Publisher:
         key = (tuple(problems), seq)
         if key == self._status_key:
             return
-        self._status_key = key
-        self._status_seq = seq
         payload = StatusPayload(
             vehicle=self.vehicle,
             updated_at=datetime.now(UTC),
@@ -339,6 +340,8 @@ class Publisher:
             last_event_seq=seq,
         )
         self._set(self.topics.status, payload.encode())
+        self._status_key = key
+        self._status_seq = seq
 
     def forget_parts(self, part_ids: Iterable[str]) -> None:
         """Parts the car no longer has (a reload changed its components): their retained topics
@@ -551,7 +554,7 @@ class Publisher:
         """Publish these retained topics at once and wait for their acknowledgements together:
         one write and one read carry several messages, instead of a round trip each. A topic leaves
         `_dirty` only when the broker has it; one that changes meanwhile stays due."""
-        sent = {topic: self._retained[topic] for topic in topics}
+        sent = {topic: self._retained[topic] for topic in topics if topic in self._retained}
         status_seq = self._status_seq
         for topic in topics:
             self._dirty.pop(topic, None)
@@ -596,7 +599,7 @@ class Publisher:
             raise
         except Exception:
             self.requests.failed += 1
-            if self._request_log.allow():
+            if self._message_log.allow():
                 log.exception("message_handling_failed", topic=printable(str(message.topic)[:200]))
 
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -609,7 +612,8 @@ class Publisher:
                 for discovery_topic in self._discovery_topics:
                     self._dirty[discovery_topic] = None
                 self._wake.set()
-                log.info("home_assistant_online", discovery=len(self._discovery_topics))
+                if self._message_log.allow():
+                    log.info("home_assistant_online", discovery=len(self._discovery_topics))
             return
         command = self.topics.command_of(topic)
         if self.handler is None or command is None:
@@ -632,7 +636,7 @@ class Publisher:
         problem = inbox.topic_problem(response_topic)
         if problem is not None:
             self.requests.unanswerable += 1
-            if self._request_log.allow():
+            if self._message_log.allow():
                 log.warning(
                     "request_unanswerable",
                     command=printable(command[:64]),
@@ -647,7 +651,7 @@ class Publisher:
             body = (
                 b'{"status":"error","error":"the response could not be encoded","transaction":null}'
             )
-        if self._request_log.allow():
+        if self._message_log.allow():
             log.info(
                 "command",
                 command=printable(command[:64]),
@@ -664,17 +668,33 @@ class Publisher:
         above); or another daemon's, claiming the same car."""
         if not payload:
             return
-        try:
-            status = StatusPayload.model_validate_json(payload)
-        except ValueError as error:
-            log.warning("status_unreadable", problem=printable(str(error)[:200]))
-            return
-        if status.vehicle != self.vehicle:
-            log.warning("status_of_another_vehicle", vehicle=printable(status.vehicle[:64]))
+        problem: str | None = None
+        status: StatusPayload | None = None
+        if len(payload) > MAX_STATUS_BYTES:
+            problem = f"{len(payload)} bytes; ours are at most {MAX_STATUS_BYTES}"
+        else:
+            try:
+                status = StatusPayload.model_validate_json(payload)
+            except ValidationError as error:
+                first = error.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in first["loc"])[:100] or "(top level)"
+                problem = f"{where}: {first['msg']} ({error.error_count()} problems)"
+        if status is not None and status.vehicle != self.vehicle:
+            problem = f"it is vehicle {status.vehicle[:64]!r}'s"
+        if status is not None and status.last_event_seq > MAX_BROKER_SEQ:
+            problem = f"last_event_seq {status.last_event_seq} is beyond belief"
+        if problem is not None or status is None:
+            if self._message_log.allow():
+                log.warning("status_not_ours", problem=printable(problem or "unreadable"))
+            if retained and not self._seq_synced:  # nothing to learn from it; not a crash
+                self._seq_synced = True
+                self.on_broker_seq(0)
             return
         if status.instance != self.instance:
             if not retained:  # live: another daemon has just connected under our client id
                 self._foreign_instance = status.instance
+                if not self._message_log.allow():
+                    return
                 log.error(
                     "second_daemon_for_vehicle",
                     vehicle=self.vehicle,
@@ -698,7 +718,7 @@ class Publisher:
         """Drops, suppressed log lines and what was answered since the last summary."""
         delta = inbox.changes(self.requests, self._summary_base)
         self._summary_base = self.requests.as_dict()
-        self._request_log.new_interval()
+        self._message_log.new_interval()
         trouble = bool(delta.get("dropped") or delta.get("log_lines_suppressed"))
         if trouble or (final and delta):
             (log.warning if trouble else log.info)(

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from carlightd.diagnostics.diagnoser import ComponentState, CycleReport, Fault
-from carlightd.diagnostics.memory import FaultEvent
+from carlightd.diagnostics.memory import MAX_SEQ, FaultEvent
 from carlightd.domain import Ignition, reading_as_dict
 
 ONLINE = b"online"
@@ -191,9 +191,12 @@ class ErrorResponse(_Payload):
     transaction: Transaction = None
 
 
-# An event seq above this is not believed (a hostile retained status could otherwise push the
-# sequence beyond what JSON consumers can count exactly).
-MAX_SEQ = 2**53 - 1
+# A high-water mark read back from the broker is believed up to here only: a car making 1,000
+# events a second for a century stays far below, and a forged mark cannot bring the sequence near
+# MAX_SEQ.
+MAX_BROKER_SEQ = 2**48
+# ROOT/status is a few hundred bytes; a bigger one is not ours and is not even parsed.
+MAX_STATUS_BYTES = 16_384
 
 
 class StatusPayload(_Payload):
@@ -207,9 +210,9 @@ class StatusPayload(_Payload):
     """
 
     vehicle: str
-    updated_at: datetime
+    updated_at: AwareDatetime
     instance: str = Field(description="host:pid:nonce of the daemon that published this")
-    started_at: datetime
+    started_at: AwareDatetime
     state_saved: bool = Field(description="false while the fault memory cannot be saved")
     problems: list[str] = Field(description="what is wrong with the daemon itself; [] when fine")
     last_event_seq: int = Field(ge=0, le=MAX_SEQ)
