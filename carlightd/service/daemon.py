@@ -160,7 +160,7 @@ class Service:
 
     def _problems(self) -> list[str]:
         """What is wrong with the daemon itself, for ROOT/status."""
-        problem = getattr(self.daemon.runner.store, "problem", None)
+        problem = self.daemon.runner.store.problem
         return [problem] if problem else []
 
     def _continue_above(self, broker_seq: int) -> None:
