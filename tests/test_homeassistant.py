@@ -642,3 +642,32 @@ async def test_an_interrupted_migration_resumes_and_a_new_change_waits_for_it(
         end = await settled(sub, prefix)
     assert recorded(state) == "entity"
     assert seen(sub, start, end) == forward + back
+
+
+def test_a_record_for_another_prefix_is_left_alone(tmp_path: Path) -> None:
+    config = service_settings("127.0.0.1", 1, tmp_path, homeassistant__mode="entity")
+    elsewhere = discovery_record.Announced(
+        mode="device", prefix="old-prefix", node="carlightd_demo_car", entities={}
+    )
+    discovery_record.save(tmp_path, elsewhere)
+    with capture_logs() as logs:
+        publisher = Publisher(config)
+    [line] = [e for e in logs if e["event"] == "discovery_record_elsewhere"]
+    assert line["recorded"] == "old-prefix/…/carlightd_demo_car"
+    # Announced as if unknown: the current mode only, nothing emptied anywhere.
+    assert dict(publisher._ha_steps) == {
+        t: json.dumps(p).encode() for t, p in homeassistant.discovery_messages(config).items()
+    }
+
+
+def test_a_record_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.json"
+    target.write_text("precious")
+    (tmp_path / "discovery.json").symlink_to(target)
+    record = discovery_record.Announced(mode="off", prefix="p", node="n", entities={})
+    with capture_logs() as logs:
+        assert discovery_record.load(tmp_path) is None
+    assert [e["problem"] for e in logs] == ["not a regular file"]
+    assert discovery_record.save(tmp_path, record)  # the link is replaced, never written through
+    assert target.read_text() == "precious"
+    assert discovery_record.load(tmp_path) == record
