@@ -32,7 +32,9 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a later configure (a test, `capture_logs`) reaches every logger already used.
+        # Log lines are rare (transitions, connection changes), so the cost does not show.
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from carlightd.config import Settings
 from carlightd.service.daemon import Service
@@ -19,6 +21,18 @@ def using_embedded_broker() -> bool:
     if os.environ.get("CARLIGHTD_TEST_BROKER") == "embedded":
         return True
     return not listening(*SHARED_BROKER) and not PrivateBroker.available()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that calls `logs.configure` (as the CLI does) leaves logging as it found it: the
+    next test's `capture_logs` and pytest's own capture handlers keep working."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
