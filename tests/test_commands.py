@@ -56,7 +56,7 @@ def test_any_json_gives_a_request_or_a_command_error(command: str, body: Any) ->
 @given(
     component=st.text(min_size=1, max_size=64),
     failure=st.text(min_size=1, max_size=64),
-    transaction=st.none() | st.integers() | st.text(max_size=128),
+    transaction=st.none() | st.integers(-(2**53 - 1), 2**53 - 1) | st.text(max_size=128),
 )
 def test_well_formed_inject_round_trips(component: str, failure: str, transaction: Any) -> None:
     body = {"component": component, "failure": failure, "transaction": transaction}
