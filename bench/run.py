@@ -35,8 +35,8 @@ from typing import Any
 import aiomqtt
 
 from bench.cars import car_settings
-from carlightd.service.fleet import run_fleet
-from carlightd.service.payloads import ComponentPayload, TelemetryPayload
+from carlightd.contract.payloads import ComponentPayload, TelemetryPayload
+from carlightd.tools.fleet import run_fleet
 from tests.simulate import Bench
 
 HOST, PORT = "127.0.0.1", 1883

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 from carlightd import config, logs
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
 
 PARTS = ["brake_left", "alternator", "tail_right", "battery", "reverse", "headlamp_left"]
 FAILURES = {"alternator": "diode_failure", "battery": "weak"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from carlightd import __version__, config, logs
-from carlightd.domain import Ignition
+from carlightd.core.domain import Ignition
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{source}: OK ({count} components, vehicle {settings.vehicle.id})")
         return EXIT_OK
     if args.command == "health":
-        from carlightd.service import health  # noqa: PLC0415
+        from carlightd.app import health  # noqa: PLC0415
 
         try:
             print(health.check(settings.diagnostics.state_dir))
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "demo"):
         return _daemon(args, settings)
     if args.command == "fleet":
-        from carlightd.service import fleet  # noqa: PLC0415
+        from carlightd.tools import fleet  # noqa: PLC0415
 
         if args.vehicles < 1 or args.processes < 1:
             print("carlightd: --vehicles and --processes must be at least 1", file=sys.stderr)
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(stats.as_dict()))
         return EXIT_OK
     if args.command == "dashboard":
-        from carlightd.dashboard import server  # noqa: PLC0415
+        from carlightd.consumers.dashboard import server  # noqa: PLC0415
 
         logs.configure()
         try:
@@ -160,11 +160,12 @@ def _daemon(args: argparse.Namespace, settings: config.Settings) -> int:
     json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
     logs.configure(json=json_logs, level=args.log_level)
     # Imported here so that check-config and the client commands stay light.
-    from carlightd.service import daemon, demo  # noqa: PLC0415
-    from carlightd.service.embedded_broker import (  # noqa: PLC0415
+    from carlightd.app import daemon  # noqa: PLC0415
+    from carlightd.store.statelock import StateDirectoryInUseError  # noqa: PLC0415
+    from carlightd.tools import demo  # noqa: PLC0415
+    from carlightd.tools.embedded_broker import (  # noqa: PLC0415
         EmbeddedBrokerUnavailableError,
     )
-    from carlightd.service.statelock import StateDirectoryInUseError  # noqa: PLC0415
 
     try:
         if args.command == "demo":
@@ -186,7 +187,7 @@ def _daemon(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _client_command(args: argparse.Namespace, settings: config.Settings) -> int:
-    from carlightd import client  # noqa: PLC0415
+    from carlightd.consumers import client  # noqa: PLC0415
 
     requests: dict[str, tuple[str, dict[str, Any]]] = {
         "inject": (

@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from carlightd.domain import Ignition
+from carlightd.core.domain import Ignition
 
 ENV_PREFIX = "CARLIGHTD_"
 CONFIG_PATH_ENV = "CARLIGHTD_CONFIG"

@@ -9,8 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from carlightd.config import Settings
-from carlightd.service.commands import ClearFaults, InjectFault, Repair, SetIgnition
-from carlightd.service.payloads import (
+from carlightd.contract.payloads import (
     ComponentPayload,
     ErrorResponse,
     EventPayload,
@@ -19,6 +18,7 @@ from carlightd.service.payloads import (
     StatusPayload,
     TelemetryPayload,
 )
+from carlightd.outputs.mqtt.commands import ClearFaults, InjectFault, Repair, SetIgnition
 
 MODELS: dict[str, type[BaseModel]] = {
     "config": Settings,

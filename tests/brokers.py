@@ -74,7 +74,7 @@ class PrivateBroker:
 
     def command(self) -> list[str]:
         if self.embedded:
-            module = "carlightd.service.embedded_broker"
+            module = "carlightd.tools.embedded_broker"
             return [sys.executable, "-m", module, "--port", str(self.port)]
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / f"mosquitto-{self.port}.conf"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import structlog
 
+from carlightd.app.daemon import Service
 from carlightd.config import Settings
-from carlightd.service.daemon import Service
 from tests.brokers import SHARED_BROKER, PrivateBroker, listening, unique_base_topic
 from tests.simulate import settings as make_settings
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from carlightd import config
-from carlightd.diagnostics.diagnoser import CycleReport, Diagnoser
-from carlightd.diagnostics.memory import FaultMemory
-from carlightd.diagnostics.selftests import NO_READING, ReadOutcome
-from carlightd.domain import Ignition
-from carlightd.vehicle.car import Car, NoResponseError
+from carlightd.core.diagnoser import CycleReport, Diagnoser
+from carlightd.core.domain import Ignition
+from carlightd.core.memory import FaultMemory
+from carlightd.core.selftests import NO_READING, ReadOutcome
+from carlightd.sources.simulated.car import Car, NoResponseError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

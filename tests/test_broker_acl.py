@@ -26,7 +26,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
 from tests.brokers import PrivateBroker, Subscriber
 from tests.conftest import running, service_settings, wait_until
 from tests.test_tls_auth import Pki, pki  # noqa: F401 (the module's throwaway CA fixture)

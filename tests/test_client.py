@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from carlightd import cli, client
-from carlightd.diagnostics.diagnoser import Fault
-from carlightd.service.daemon import Service
-from carlightd.terminal import render
+from carlightd import cli
+from carlightd.app.daemon import Service
+from carlightd.consumers import client
+from carlightd.consumers.terminal import render
+from carlightd.core.diagnoser import Fault
 from tests.brokers import free_port, subscribed
 from tests.conftest import running, service_settings, wait_until
 from tests.test_cli import wait_for_line

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from carlightd.domain import Ignition
-from carlightd.service.commands import (
+from carlightd.app.daemon import Service
+from carlightd.core.domain import Ignition
+from carlightd.outputs.mqtt.commands import (
     MAX_REQUEST_BYTES,
     REQUESTS,
     ClearFaults,
@@ -21,7 +22,6 @@ from carlightd.service.commands import (
     SetIgnition,
     parse_request,
 )
-from carlightd.service.daemon import Service
 from tests.brokers import subscribed
 from tests.conftest import running, service_settings, wait_until
 from tests.test_mqtt_contract import request

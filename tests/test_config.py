@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carlightd import cli, config, schemas
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
 from tests.brokers import subscribed, unique_base_topic
 from tests.conftest import running, wait_until
 from tests.test_tls_auth import Pki, pki  # noqa: F401 (the throwaway CA fixture)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from carlightd import logs
-from carlightd.diagnostics.diagnoser import CycleReport
-from carlightd.diagnostics.selftests import NO_READING
-from carlightd.domain import ControllerReading, Reading
-from carlightd.service.cycle import read_all
-from carlightd.service.daemon import build
+from carlightd.app.cycle import read_all
+from carlightd.app.daemon import build
+from carlightd.core.diagnoser import CycleReport
+from carlightd.core.domain import ControllerReading, Reading
+from carlightd.core.selftests import NO_READING
 from tests.simulate import settings
 
 

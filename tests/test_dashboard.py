@@ -10,9 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from carlightd.client import send_command
-from carlightd.dashboard.server import serving
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
+from carlightd.consumers.client import send_command
+from carlightd.consumers.dashboard.server import serving
 from tests.conftest import running, service_settings, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -20,11 +20,11 @@ import aiomqtt
 import pytest
 from aiohttp import web
 
+from carlightd.app.daemon import Service
 from carlightd.config import Settings
-from carlightd.dashboard import server
-from carlightd.dashboard.server import LiveState, serving
-from carlightd.service.daemon import Service
-from carlightd.service.payloads import (
+from carlightd.consumers.dashboard import server
+from carlightd.consumers.dashboard.server import LiveState, serving
+from carlightd.contract.payloads import (
     ComponentPayload,
     FaultPayload,
     FaultsPayload,

@@ -27,12 +27,13 @@ from typing import Any
 import pytest
 
 from carlightd import cli, logs
+from carlightd.app import health
+from carlightd.app.daemon import Service, build
+from carlightd.app.systemd import Notifier
 from carlightd.config import Settings
-from carlightd.diagnostics.persistence import STATE_FILE
-from carlightd.service import health, statelock
-from carlightd.service.daemon import Service, build
-from carlightd.service.statelock import StateDirectoryInUseError
-from carlightd.service.systemd import Notifier
+from carlightd.store import statelock
+from carlightd.store.state import STATE_FILE
+from carlightd.store.statelock import StateDirectoryInUseError
 from tests.brokers import Subscriber, subscribed
 from tests.conftest import running, service_settings, wait_until
 from tests.test_cycle import Recorder

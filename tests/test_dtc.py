@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carlightd.diagnostics.dtc import CatalogueError, catalogue, parse_catalogue
-from carlightd.domain import FAILURES, Kind
+from carlightd.core.domain import FAILURES, Kind
+from carlightd.core.dtc import CatalogueError, catalogue, parse_catalogue
 
 
 def test_every_failure_has_one_code() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from carlightd.config import AlternatorConfig, BatteryConfig, LampConfig
-from carlightd.domain import Ignition
-from carlightd.vehicle.electrical import Alternator, Battery, Lamp, Loads, solve_bus
-from carlightd.vehicle.profile import driver_inputs
+from carlightd.core.domain import Ignition
+from carlightd.sources.simulated.electrical import Alternator, Battery, Lamp, Loads, solve_bus
+from carlightd.sources.simulated.profile import driver_inputs
 from tests.simulate import Bench
 
 BATTERY = BatteryConfig(kind="battery", id="battery", initial_soc=0.85)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carlightd.service.fleet import run_shard, vehicle_settings
+from carlightd.tools.fleet import run_shard, vehicle_settings
 from tests.brokers import subscribed
 from tests.conftest import service_settings
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from carlightd.service.commands import REQUESTS
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
+from carlightd.outputs.mqtt.commands import REQUESTS
 from tests.brokers import SHARED_BROKER, listening
 from tests.conftest import service_settings
 

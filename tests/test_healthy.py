@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from carlightd.domain import Ignition, LampReading
+from carlightd.core.domain import Ignition, LampReading
 from tests.simulate import Bench
 
 

@@ -29,9 +29,9 @@ import aiohttp
 import aiomqtt
 import pytest
 
+from carlightd.app.daemon import Service
 from carlightd.config import Settings
-from carlightd.service import discovery_record, homeassistant
-from carlightd.service.daemon import Service
+from carlightd.outputs.mqtt import discovery_record, homeassistant
 from tests.brokers import PrivateBroker, free_port, listening, subscribed
 from tests.conftest import running, service_settings, using_embedded_broker
 

@@ -18,11 +18,11 @@ import jinja2
 import pytest
 from structlog.testing import capture_logs
 
+from carlightd.app.daemon import Service
 from carlightd.config import Settings
-from carlightd.service import discovery_record, homeassistant
-from carlightd.service.daemon import Service
-from carlightd.service.mqtt import Publisher
-from carlightd.service.payloads import ComponentPayload, FaultsPayload, TelemetryPayload
+from carlightd.contract.payloads import ComponentPayload, FaultsPayload, TelemetryPayload
+from carlightd.outputs.mqtt import discovery_record, homeassistant
+from carlightd.outputs.mqtt.publisher import Publisher
 from tests.brokers import Subscriber, subscribed, unique_base_topic
 from tests.conftest import running, service_settings, wait_until
 from tests.simulate import Bench, settings

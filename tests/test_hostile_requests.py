@@ -16,9 +16,9 @@ import aiomqtt
 import pytest
 from structlog.testing import capture_logs
 
-from carlightd.service.commands import MAX_NESTING, parse_request
-from carlightd.service.daemon import Service
-from carlightd.service.inbox import MAX_TOPIC_BYTES
+from carlightd.app.daemon import Service
+from carlightd.outputs.mqtt.commands import MAX_NESTING, parse_request
+from carlightd.outputs.mqtt.inbox import MAX_TOPIC_BYTES
 from tests.conftest import running, service_settings, wait_until
 
 # One message under the 4 KB limit, each of which stopped the daemon (or made it lie) in v1.

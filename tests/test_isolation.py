@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from carlightd.diagnostics.isolation import Topology, isolate
-from carlightd.diagnostics.selftests import NO_ANSWER, PASSED, SelfTestResult, Verdict
-from carlightd.domain import FAILURES, Ignition, Kind, LampReading
+from carlightd.core.domain import FAILURES, Ignition, Kind, LampReading
+from carlightd.core.isolation import Topology, isolate
+from carlightd.core.selftests import NO_ANSWER, PASSED, SelfTestResult, Verdict
 from tests.simulate import Bench, settings
 
 CONFIRM = settings().diagnostics.confirm_cycles

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from carlightd.diagnostics.dtc import DTCStatus
-from carlightd.diagnostics.isolation import Finding
-from carlightd.diagnostics.memory import FaultMemory
-from carlightd.diagnostics.selftests import PASSED, SelfTestResult, Verdict
-from carlightd.domain import Kind
+from carlightd.core.domain import Kind
+from carlightd.core.dtc import DTCStatus
+from carlightd.core.isolation import Finding
+from carlightd.core.memory import FaultMemory
+from carlightd.core.selftests import PASSED, SelfTestResult, Verdict
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 LAMP = "brake_left"

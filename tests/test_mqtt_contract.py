@@ -12,7 +12,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
 from tests.brokers import Subscriber, subscribed
 from tests.conftest import running, service_settings, using_embedded_broker
 

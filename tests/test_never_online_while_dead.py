@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from carlightd.diagnostics.diagnoser import CycleReport
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
+from carlightd.core.diagnoser import CycleReport
 from tests.brokers import subscribed
 from tests.conftest import running, service_settings, wait_until
 
@@ -85,7 +85,7 @@ def _daemon_env(broker: tuple[str, int], tmp_path: Path, base: str) -> dict[str,
 CRASHING_DAEMON = """
 import sys
 from carlightd import cli
-from carlightd.diagnostics.diagnoser import Diagnoser
+from carlightd.core.diagnoser import Diagnoser
 
 original = Diagnoser.diagnose
 def diagnose(self, *args, **kwargs):

@@ -14,11 +14,11 @@ from typing import Any
 
 import aiomqtt
 
-from carlightd.diagnostics.memory import FaultEvent, FaultMemory
-from carlightd.diagnostics.persistence import StateStore
-from carlightd.domain import Kind
-from carlightd.service.daemon import Service
-from carlightd.service.outbox import Outbox
+from carlightd.app.daemon import Service
+from carlightd.core.domain import Kind
+from carlightd.core.memory import FaultEvent, FaultMemory
+from carlightd.store.outbox import Outbox
+from carlightd.store.state import StateStore
 from tests.brokers import PrivateBroker
 from tests.conftest import running, service_settings, wait_until
 

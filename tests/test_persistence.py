@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from carlightd.diagnostics.diagnoser import Diagnoser
-from carlightd.diagnostics.memory import FaultMemory
-from carlightd.diagnostics.persistence import (
+from carlightd.app.daemon import build
+from carlightd.core.diagnoser import Diagnoser
+from carlightd.core.domain import Ignition
+from carlightd.core.memory import FaultMemory
+from carlightd.store import statelock
+from carlightd.store.state import (
     MAX_STATE_BYTES,
     STATE_FILE,
     StateRejectedError,
     StateStore,
 )
-from carlightd.domain import Ignition
-from carlightd.service import statelock
-from carlightd.service.daemon import build
-from carlightd.service.statelock import StateDirectoryInUseError
+from carlightd.store.statelock import StateDirectoryInUseError
 from tests.simulate import Bench, settings
 from tests.test_cycle import Recorder
 

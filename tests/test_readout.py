@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from carlightd.diagnostics.selftests import NO_READING
-from carlightd.domain import LampReading
-from carlightd.vehicle.readout import SimulatedSensorBus
+from carlightd.core.domain import LampReading
+from carlightd.core.selftests import NO_READING
+from carlightd.sources.simulated.readout import SimulatedSensorBus
 from tests.simulate import Bench, read_now
 
 

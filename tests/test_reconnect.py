@@ -12,8 +12,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from carlightd.service.daemon import Service
-from carlightd.service.mqtt import BACKOFF_MAX_S, Publisher, backoff_delays, client_id
+from carlightd.app.daemon import Service
+from carlightd.outputs.mqtt.publisher import BACKOFF_MAX_S, Publisher, backoff_delays, client_id
 from tests.brokers import PrivateBroker, free_port, subscribed
 from tests.conftest import running, service_settings, wait_until
 

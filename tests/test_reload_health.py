@@ -15,8 +15,9 @@ import pytest
 import tomli_w
 
 from carlightd import cli, config
-from carlightd.service import health, homeassistant
-from carlightd.service.daemon import Service
+from carlightd.app import health
+from carlightd.app.daemon import Service
+from carlightd.outputs.mqtt import homeassistant
 from tests.brokers import PrivateBroker, subscribed
 from tests.conftest import running, service_settings, wait_until
 

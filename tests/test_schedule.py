@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from carlightd.service.schedule import Schedule
+from carlightd.core.schedule import Schedule
 
 
 def test_cycles_on_time_follow_the_grid_without_drift() -> None:

@@ -5,15 +5,7 @@ from __future__ import annotations
 import pytest
 
 from carlightd.config import AlternatorConfig, BatteryConfig, LampConfig
-from carlightd.diagnostics.selftests import (
-    NO_READING,
-    AlternatorTest,
-    BatteryTest,
-    ControllerTest,
-    LampTest,
-    Verdict,
-)
-from carlightd.domain import (
+from carlightd.core.domain import (
     FAILURES,
     AlternatorReading,
     BatteryReading,
@@ -21,6 +13,14 @@ from carlightd.domain import (
     Ignition,
     Kind,
     LampReading,
+)
+from carlightd.core.selftests import (
+    NO_READING,
+    AlternatorTest,
+    BatteryTest,
+    ControllerTest,
+    LampTest,
+    Verdict,
 )
 from tests.simulate import Bench
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiomqtt
 
-from carlightd.diagnostics.persistence import STATE_FILE
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
+from carlightd.store.state import STATE_FILE
 from tests.brokers import PrivateBroker, subscribed
 from tests.conftest import running, service_settings, wait_until
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from carlightd.diagnostics.diagnoser import CycleReport
-from carlightd.service.daemon import Service
-from carlightd.service.systemd import Notifier
+from carlightd.app.daemon import Service
+from carlightd.app.systemd import Notifier
+from carlightd.core.diagnoser import CycleReport
 from tests.conftest import running, service_settings, wait_until
 
 UNIT = Path(__file__).parents[1] / "systemd" / "carlightd.service"

@@ -1,5 +1,6 @@
-"""The terminal views treat MQTT data as hostile: validation (`carlightd.received`), control
-characters made visible, Rich markup shown as typed. (On a real terminal: test_terminal_tmux.)"""
+"""The terminal views treat MQTT data as hostile: validation (`carlightd.consumers.received`),
+control characters made visible, Rich markup shown as typed. (On a real terminal:
+test_terminal_tmux.)"""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from carlightd import client
-from carlightd.received import MAX_PAYLOAD_BYTES, Malformed, Received, parse
-from carlightd.service.payloads import EventPayload, FaultsPayload
-from carlightd.terminal import WatchState, clean, render, warning
+from carlightd.consumers import client
+from carlightd.consumers.received import MAX_PAYLOAD_BYTES, Malformed, Received, parse
+from carlightd.consumers.terminal import WatchState, clean, render, warning
+from carlightd.contract.payloads import EventPayload, FaultsPayload
 
 ROOT = "carlightd/demo-car"
 AT = "2025-01-01T00:00:00Z"

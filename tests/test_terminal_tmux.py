@@ -37,7 +37,7 @@ BIDI = "\u202eevil"  # right-to-left override
 
 
 def shown(text: str) -> str:
-    """How `carlightd.terminal.clean` shows a string with control characters."""
+    """How `carlightd.consumers.terminal.clean` shows a string with control characters."""
     return (
         text.replace("\x1b", "\\x1b")
         .replace("\x07", "\\x07")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from carlightd import cli, config, logs
-from carlightd.service.daemon import Service
+from carlightd.app.daemon import Service
 from tests.brokers import PrivateBroker
 from tests.conftest import running, service_settings, wait_until
 

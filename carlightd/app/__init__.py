@@ -1,0 +1,2 @@
+"""The composition root: configuration, assembling the daemon, the cycle loop, signals, reload,
+systemd and health."""

@@ -1,0 +1,381 @@
+"""Assembling the daemon from a configuration: car, sensors, diagnoser, memory, loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from carlightd import config, logs
+from carlightd.app import health
+from carlightd.app.cycle import CycleRunner, CycleSink
+from carlightd.app.systemd import Notifier
+from carlightd.config import Settings
+from carlightd.core.diagnoser import CycleReport, Diagnoser
+from carlightd.core.domain import Ignition
+from carlightd.core.memory import FaultEvent, FaultMemory
+from carlightd.outputs.mqtt.commands import CommandHandler
+from carlightd.outputs.mqtt.publisher import Publisher
+from carlightd.sources.simulated.car import Car
+from carlightd.sources.simulated.readout import SimulatedSensorBus
+from carlightd.store import statelock
+from carlightd.store.outbox import Outbox
+from carlightd.store.state import (
+    StateRejectedError,
+    StateStore,
+    describe_error,
+    make_dir,
+    printable,
+)
+
+log = logs.get("carlightd.daemon")
+HEARTBEAT_EVERY_S = 1.0
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    car: Car
+    diagnoser: Diagnoser
+    runner: CycleRunner
+    lock: statelock.StateLock | None = None
+
+    async def clear_faults(self) -> CycleReport:
+        return await self.runner.clear_faults()
+
+    def close(self) -> None:
+        """Give the state directory up (another daemon may then start on it); safe to repeat."""
+        if self.lock is not None:
+            self.lock.release()
+
+
+def make_car(settings: Settings, ignition: Ignition) -> Car:
+    simulation = settings.simulation
+    return Car(
+        settings.components,
+        seed=simulation.seed,
+        noise=simulation.noise,
+        ignition=ignition,
+        profile=simulation.profile,
+    )
+
+
+def build(settings: Settings, sink: CycleSink) -> Daemon:
+    """Raises StateDirectoryInUseError if another daemon holds the state directory; any other
+    trouble with the directory is logged and kept in `runner.store.problem`, never a crash."""
+    state_dir = settings.diagnostics.state_dir
+    try:
+        make_dir(state_dir)
+    except OSError as error:
+        # The daemon still diagnoses and publishes, without a memory that lasts, and says so.
+        log.error("state_dir_unusable", path=printable(state_dir), error=describe_error(error))
+    # Before anything in the directory is read or written: a second daemon stops here.
+    lock = statelock.acquire(state_dir)
+    try:
+        return _assemble(settings, sink, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _assemble(settings: Settings, sink: CycleSink, lock: statelock.StateLock) -> Daemon:
+    diagnostics = settings.diagnostics
+    car = make_car(settings, settings.vehicle.ignition)
+    memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
+    store = StateStore(diagnostics.state_dir, settings.vehicle.id)
+    if lock.locked and (removed := store.remove_leftovers()):
+        log.info("state_leftovers_removed", files=removed, path=printable(diagnostics.state_dir))
+    undelivered: list[FaultEvent] = []
+    try:
+        undelivered = store.load(memory)
+    except StateRejectedError as error:
+        log.error(
+            "state_rejected",
+            path=printable(error.path),
+            problem=error.problem,
+            moved_to=None if error.moved_to is None else printable(error.moved_to),
+        )
+    else:
+        if memory.records or memory.seq:
+            log.info(
+                "state_restored",
+                faults=len(memory.records),
+                seq=memory.seq,
+                undelivered_events=len(undelivered),
+            )
+    diagnoser = Diagnoser(settings, memory)
+    runner = CycleRunner(
+        car=car,
+        bus=SimulatedSensorBus(car),
+        diagnoser=diagnoser,
+        store=store,
+        sink=sink,
+        cycle_s=diagnostics.cycle_s,
+        read_timeout_s=diagnostics.read_timeout_s,
+        outbox=Outbox(undelivered),
+    )
+    # Saved at once: a disk that cannot take the state is reported from the first cycle, not at
+    # the first fault.
+    runner.save()
+    return Daemon(settings, car, diagnoser, runner, lock)
+
+
+class Service:
+    """The daemon on the wire: the cycle loop and the MQTT publisher, stopped together; it tells
+    systemd how it is doing, writes a heartbeat, and takes a new configuration on reload."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        heartbeat: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.heartbeat = heartbeat
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.publisher = Publisher(settings)
+        self.daemon = build(settings, sink=self.publisher)
+        runner = self.daemon.runner
+        self.handler = CommandHandler(self.daemon, enabled=settings.commands.enabled)
+        self.publisher.handler = self.handler
+        self.publisher.outbox = runner.outbox
+        self.publisher.persist = runner.save
+        memory = self.daemon.diagnoser.memory
+        self.publisher.event_seq = lambda: memory.seq
+        self.publisher.problems = self._problems
+        self.publisher.on_broker_seq = self._continue_above
+        self._loaded_seq = memory.seq
+        runner.on_cycle = self._after_cycle
+        self.stop = asyncio.Event()
+        self._ready = False
+        self._status = ""
+        self._heartbeat_at = float("-inf")
+        self._beat_problem: str | None = None
+        self._heartbeat_failing = False
+
+    def _problems(self) -> list[str]:
+        """What is wrong with the daemon itself, for ROOT/status."""
+        problem = self.daemon.runner.store.problem
+        return [problem] if problem else []
+
+    def _continue_above(self, broker_seq: int) -> None:
+        """The broker remembers events up to `broker_seq`, more than the state file said (it was
+        not saved, or deleted): this run's events so far, never published, are renumbered above
+        it, and the sequence continues from there. A gap, never a reuse."""
+        if broker_seq <= self._loaded_seq:
+            return
+        shift = broker_seq - self._loaded_seq
+        memory = self.daemon.diagnoser.memory
+        moved = self.daemon.runner.outbox.renumber_after(self._loaded_seq, shift)
+        memory.seq += shift
+        log.warning(
+            "event_seq_continues_above_broker",
+            state_file_seq=self._loaded_seq,
+            broker_seq=broker_seq,
+            renumbered_events=moved,
+            next_seq=memory.seq + 1,
+        )
+        self._loaded_seq = broker_seq
+        self.daemon.runner.save()
+
+    def _status_line(self, report: CycleReport) -> str:
+        mqtt = "connected" if self.publisher.connected else "disconnected"
+        line = f"cycle {report.cycle}, {len(report.faults)} faults, MQTT {mqtt}"
+        problem = self.daemon.runner.store.problem
+        return line if problem is None else f"{line}, STATE NOT SAVED: {problem}"
+
+    def _after_cycle(self, report: CycleReport, on_time: bool) -> None:
+        status = self._status_line(report)
+        if not self._ready:
+            self.notifier.ready(status)
+            self._ready = True
+        elif status.split(", ", 1)[1] != self._status.split(", ", 1)[-1]:
+            self.notifier.status(status)  # only when faults, connection or state problem change
+        self._status = status
+        if on_time:  # a loop that runs late or not at all stops the pings: systemd steps in
+            self.notifier.watchdog()
+        # At most one heartbeat file a second (a fast cycle need not mean a busy disk), and at
+        # once when the state problem comes or goes.
+        now = time.monotonic()
+        problem = self.daemon.runner.store.problem
+        if not self.heartbeat:
+            return
+        if now - self._heartbeat_at < HEARTBEAT_EVERY_S and problem == self._beat_problem:
+            return
+        self._heartbeat_at = now
+        self._beat_problem = problem
+        state_dir = self.settings.diagnostics.state_dir
+        try:
+            health.write(
+                state_dir,
+                health.Heartbeat(
+                    at=report.at,
+                    cycle=report.cycle,
+                    cycle_s=self.daemon.runner.cycle_s,
+                    mqtt_connected=self.publisher.connected,
+                    faults=len(report.faults),
+                    state_problem=problem,
+                ),
+            )
+        except OSError as error:
+            # Once, not every second: a read-only disk stays read-only for a while.
+            if not self._heartbeat_failing:
+                log.error(
+                    "heartbeat_failed", path=printable(state_dir), error=describe_error(error)
+                )
+            self._heartbeat_failing = True
+        else:
+            if self._heartbeat_failing:
+                log.info("heartbeat_recovered", path=printable(state_dir))
+            self._heartbeat_failing = False
+
+    def close(self) -> None:
+        """Give the state directory up; the end of `run` does it (and the kernel, on any exit)."""
+        self.daemon.close()
+
+    def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP). A bad one is logged and the old one stays."""
+        self.notifier.reloading()
+        try:
+            new = config.load(self.config_path)
+        except config.ConfigError as error:
+            log.error(
+                "reload_rejected",
+                source=error.source,
+                problems=[f"{path}: {message}" for path, message in error.problems],
+            )
+            self.notifier.ready(self._status or "reload rejected")
+            return False
+        applied, refused = self._apply(new)
+        log.info("reloaded", applied=applied, needs_restart=refused)
+        self.notifier.ready(self._status or "reloaded")
+        return True
+
+    def _apply(self, new: Settings) -> tuple[list[str], list[str]]:
+        old = self.settings
+        applied: list[str] = []
+        refused: list[str] = []
+        # Identity: changing it live would mix two cars' fault memories and state files.
+        for name, before, after in (
+            ("vehicle.id", old.vehicle.id, new.vehicle.id),
+            ("diagnostics.state_dir", old.diagnostics.state_dir, new.diagnostics.state_dir),
+        ):
+            if before != after:
+                refused.append(name)
+        if refused:  # keep the identity of the running car; apply the rest
+            new = new.model_copy(
+                update={
+                    "vehicle": new.vehicle.model_copy(update={"id": old.vehicle.id}),
+                    "diagnostics": new.diagnostics.model_copy(
+                        update={"state_dir": old.diagnostics.state_dir}
+                    ),
+                }
+            )
+        runner, memory = self.daemon.runner, self.daemon.diagnoser.memory
+        if new.components != old.components or new.simulation.seed != old.simulation.seed:
+            # A new simulated car, swapped in between two cycles; the fault memory is kept for
+            # the parts it still has.
+            runner.between_cycles(lambda: self._replace_car(new))
+            applied.append("components")
+        car = self.daemon.car
+        diagnostics = new.diagnostics
+        if diagnostics != old.diagnostics:
+            runner.set_period(diagnostics.cycle_s, diagnostics.read_timeout_s)
+            memory.confirm_cycles = diagnostics.confirm_cycles
+            memory.heal_cycles = diagnostics.heal_cycles
+            applied.append("diagnostics")
+        if new.simulation != old.simulation:
+            car.profile = new.simulation.profile
+            car.set_noise(new.simulation.noise)
+            applied.append("simulation")
+        if new.commands != old.commands:
+            self.handler.enabled = new.commands.enabled
+            applied.append("commands")
+        if new.vehicle.ignition != old.vehicle.ignition:
+            applied.append("vehicle.ignition (the initial key position; no effect until restart)")
+        self.settings = new
+        self.daemon.settings = new
+        if new.mqtt != old.mqtt:
+            self.publisher.reconfigure(new)  # reconnects; the fault memory stays as it is
+            applied.append("mqtt")
+        else:
+            self.publisher.settings = new
+            self.publisher.telemetry_s = diagnostics.telemetry_s
+            if new.homeassistant != old.homeassistant or new.components != old.components:
+                # Discovery on, off (removes the entities), switched between modes, or parts
+                # added and removed.
+                self.publisher.announce_to_home_assistant()
+                applied.append("homeassistant")
+        return applied, refused
+
+    def _replace_car(self, settings: Settings) -> None:
+        old = self.daemon.car
+        car = make_car(settings, old.ignition)  # the key stays where it is
+        runner = self.daemon.runner
+        self.daemon.car = runner.car = car
+        runner.bus = SimulatedSensorBus(car)
+        self.publisher.forget_parts(set(old.parts) - set(car.parts))
+        before = len(self.daemon.diagnoser.memory.records)
+        self.daemon.diagnoser.replace_parts(settings.components, runner.wall_clock())
+        log.info(
+            "car_replaced",
+            components=len(settings.components),
+            faults_forgotten=before - len(self.daemon.diagnoser.memory.records),
+        )
+
+    async def run(self) -> None:
+        log.info(
+            "started",
+            vehicle=self.settings.vehicle.id,
+            components=len(self.settings.components),
+            cycle_s=self.settings.diagnostics.cycle_s,
+            ignition=str(self.settings.vehicle.ignition),
+            root=self.publisher.topics.root,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.daemon.runner.run(self.stop), name="cycle")
+                group.create_task(self.publisher.run(self.stop), name="mqtt")
+        except BaseException:
+            # Not a clean stop: whatever failed, `online` must not outlive the daemon.
+            log.error("stopping_after_failure", cycles=self.daemon.diagnoser.cycle)
+            self.notifier.stopping()
+            await asyncio.shield(self.publisher.say_offline())
+            raise
+        finally:
+            self.notifier.stopping()
+            self.close()  # the state directory is free for the next daemon
+        log.info("stopped", cycles=self.daemon.diagnoser.cycle)
+
+
+async def run(settings: Settings, config_path: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT; the entry point owns the signal handlers, not the library."""
+    service = Service(settings, config_path=config_path)
+    # Everything built so far lives as long as the process: keep the collector from walking it on
+    # every collection (each cycle makes a few thousand short-lived objects).
+    gc.collect()
+    gc.freeze()
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        service.notifier.stopping()
+        service.stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    try:
+        await service.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        # The daemon has stopped and said `offline`: a late second Ctrl-C (or SIGTERM) must not
+        # turn that clean stop into a KeyboardInterrupt on the way out of the process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,0 +1,247 @@
+"""Talking to a running daemon over MQTT, like any other consumer: the CLI's client commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import aiomqtt
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from carlightd.config import Settings
+from carlightd.consumers.received import Malformed, Received, parse, relative
+from carlightd.consumers.terminal import WatchState, clean, render, warning
+from carlightd.contract.payloads import (
+    ErrorResponse,
+    EventPayload,
+    FaultsPayload,
+    OkResponse,
+    Topics,
+    payload_bytes,
+)
+from carlightd.outputs.mqtt.publisher import make_client
+
+RESPONSE_TIMEOUT_S = 5.0
+RETAINED_WAIT_S = 2.0
+
+
+class ClientError(Exception):
+    """Something a user must be told: no broker, no daemon, no answer."""
+
+
+def _client(settings: Settings) -> aiomqtt.Client:
+    # A unique id, so several CLI calls (and the daemon) never kick each other off the broker.
+    return make_client(settings, f"carlightd-cli-{uuid.uuid4().hex[:12]}", will=None)
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _unreachable(settings: Settings, error: Exception) -> ClientError:
+    mqtt = settings.mqtt
+    return ClientError(f"cannot reach the MQTT broker at {mqtt.host}:{mqtt.port}: {error}")
+
+
+async def send_command(
+    settings: Settings, command: str, body: dict[str, Any], timeout_s: float = RESPONSE_TIMEOUT_S
+) -> OkResponse | ErrorResponse:
+    """Publish a request and wait for the response that echoes our transaction."""
+    topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
+    transaction = uuid.uuid4().hex
+    payload = json.dumps({**body, "transaction": transaction}).encode()
+    try:
+        async with _client(settings) as client:
+            await client.subscribe(topics.response(command), qos=1)
+            await client.publish(topics.request(command), payload, qos=1)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    async for message in client.messages:
+                        if not message.topic.matches(topics.response(command)):
+                            continue  # some brokers also hand over other retained messages
+                        try:
+                            data = json.loads(payload_bytes(message.payload))
+                        except ValueError:
+                            continue
+                        if not isinstance(data, dict) or data.get("transaction") != transaction:
+                            continue  # somebody else's answer
+                        if data.get("status") == "ok":
+                            return OkResponse.model_validate(data)
+                        return ErrorResponse.model_validate(data)
+            except TimeoutError:
+                raise ClientError(
+                    f"no response from vehicle {settings.vehicle.id!r} within {timeout_s:g} s "
+                    f"on {topics.root} (is `carlightd run` running with this configuration?)"
+                ) from None
+    except aiomqtt.MqttError as error:
+        raise _unreachable(settings, error) from None
+    raise ClientError("the broker closed the connection")  # pragma: no cover
+
+
+async def current_faults(
+    settings: Settings,
+    timeout_s: float = RETAINED_WAIT_S,
+    *,
+    warn: Callable[[str], None] = _warn,
+) -> tuple[FaultsPayload | None, str | None]:
+    """The retained fault list and availability, as a subscriber would see them on arrival.
+
+    A malformed fault list is a `ClientError` (there is nothing true to show); a malformed
+    availability is a warning, and the faults are shown with their availability unknown."""
+    topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
+    faults: FaultsPayload | None = None
+    availability: str | None = None
+    try:
+        async with _client(settings) as client:
+            await client.subscribe(topics.faults, qos=1)
+            await client.subscribe(topics.availability, qos=1)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    async for message in client.messages:
+                        topic = str(message.topic)
+                        below = relative(topics.root, topic) or ""
+                        try:
+                            received = parse(below, payload_bytes(message.payload))
+                        except Malformed as problem:
+                            if below == "faults":
+                                raise ClientError(
+                                    f"the fault list on {clean(topic)} is malformed, so it is not "
+                                    f"shown: {clean(problem, 200)}"
+                                ) from None
+                            warn(warning(topic, problem))
+                            availability = "availability malformed"
+                            continue
+                        if received is None:
+                            continue  # some brokers also hand over other retained messages
+                        if isinstance(received.value, FaultsPayload):
+                            faults = received.value
+                        elif isinstance(received.value, str):
+                            availability = received.value
+                        if faults is not None and availability is not None:
+                            break
+            except TimeoutError:
+                pass
+    except aiomqtt.MqttError as error:
+        raise _unreachable(settings, error) from None
+    return faults, availability
+
+
+def format_faults(faults: FaultsPayload, availability: str | None) -> str:
+    """The fault list as plain lines; every received string made safe for a terminal."""
+    lit = [name for name, on in faults.warning_lamps.model_dump().items() if on]
+    lines = [
+        f"vehicle {clean(faults.vehicle)} ({clean(availability or 'availability unknown')}), "
+        f"updated {faults.updated_at.isoformat()}",
+        f"warning lamps: {', '.join(lit) if lit else 'none'}",
+    ]
+    if not faults.faults:
+        lines.append("no faults")
+    for fault in faults.faults:
+        cause = f"  (consequence of {clean(fault.consequence_of)})" if fault.consequence_of else ""
+        lines.append(
+            f"{clean(fault.dtc)}  {fault.status:<9}  {clean(fault.component):<18} "
+            f"{clean(fault.failure):<14} since {fault.since.isoformat()}{cause}"
+        )
+    return "\n".join(lines)
+
+
+def faults_json(faults: FaultsPayload) -> str:
+    """The fault list as JSON for `faults --json`: every non-ASCII character escaped (`\\u009b`),
+    so a C1 control or a bidi override in a field reaches the terminal as text, not as itself."""
+    return json.dumps(json.loads(faults.model_dump_json()), indent=2, ensure_ascii=True)
+
+
+async def watch_live(
+    settings: Settings, console: Console, *, until: Callable[[WatchState], bool] = lambda s: False
+) -> WatchState:
+    """A live table of every part and the faults, redrawn as messages arrive (on a terminal).
+
+    A payload that cannot be shown is one warning line above the table, and the view goes on."""
+    topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
+    state = WatchState(topics.root)
+    try:
+        async with _client(settings) as client:
+            await client.subscribe(f"{topics.root}/availability", qos=1)
+            await client.subscribe(f"{topics.root}/faults", qos=1)
+            await client.subscribe(f"{topics.root}/components/+", qos=1)
+            await client.subscribe(f"{topics.root}/events", qos=1)
+            with Live(render(state), console=console, refresh_per_second=4) as live:
+                async for message in client.messages:
+                    topic = str(message.topic)
+                    try:
+                        state.fold(topic, payload_bytes(message.payload))
+                        live.update(render(state))
+                    except Exception as error:  # a viewer shows the problem and goes on
+                        live.console.print(
+                            Text(_skipped(topic, error), style="yellow"), soft_wrap=True
+                        )
+                    if until(state):
+                        break
+    except aiomqtt.MqttError as error:
+        raise _unreachable(settings, error) from None
+    return state
+
+
+def _skipped(topic: str, error: Exception) -> str:
+    if isinstance(error, Malformed):
+        return warning(topic, error)
+    # Not the payload's fault but ours: still one line, naming the error, never a traceback.
+    return warning(topic, f"{type(error).__name__}: {error}").replace(
+        "skipped a malformed payload", "could not show the payload", 1
+    )
+
+
+def plain_line(received: Received) -> str | None:
+    """One line of `watch`'s plain output for a validated message (None: nothing to print)."""
+    value = received.value
+    if isinstance(value, EventPayload):
+        return (
+            f"{value.at.isoformat()}  #{value.seq:<5} {value.type:<16} "
+            f"{clean(value.component)} {clean(value.failure)} {clean(value.dtc)}"
+        )
+    if isinstance(value, FaultsPayload):
+        summary = ", ".join(f"{clean(f.component)}:{clean(f.failure)}" for f in value.faults)
+        return f"faults: {summary or 'none'}"
+    if isinstance(value, str):
+        return f"daemon {value}"
+    return None
+
+
+async def watch(
+    settings: Settings,
+    out: TextIO,
+    *,
+    until: Callable[[], bool] = lambda: False,
+    warn: Callable[[str], None] = _warn,
+) -> None:
+    """Print faults and events as they happen, one line each, until interrupted.
+
+    A payload that cannot be shown is one warning line (on stderr by default), and it goes on."""
+    topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
+    try:
+        async with _client(settings) as client:
+            for topic in (topics.availability, topics.faults, topics.events):
+                await client.subscribe(topic, qos=1)
+            print(f"watching {clean(topics.root)} (Ctrl-C to stop)", file=out, flush=True)
+            async for message in client.messages:
+                topic = str(message.topic)
+                try:
+                    received = parse(
+                        relative(topics.root, topic) or "", payload_bytes(message.payload)
+                    )
+                    line = None if received is None else plain_line(received)
+                except Exception as error:  # a viewer shows the problem and goes on
+                    warn(_skipped(topic, error))
+                    line = None
+                if line is not None:
+                    print(line, file=out, flush=True)
+                if until():
+                    return
+    except aiomqtt.MqttError as error:
+        raise _unreachable(settings, error) from None

@@ -1,0 +1,478 @@
+"""`carlightd dashboard`: a web page that shows the car live, fed from MQTT like any consumer.
+
+The server subscribes to the daemon's topics, keeps the latest of each, and streams them to every
+open page with Server-Sent Events; the page's break and repair buttons become MQTT requests. All
+assets are in the package: the page works without the internet.
+
+What arrives over MQTT is hostile data: each payload is validated against the contract's models
+(`carlightd.consumers.received`) and only the validated form reaches a page; a bad one becomes a
+note on the page. The page puts data in the DOM as text only, under a Content-Security-Policy that
+allows no inline script and (Trusted Types) no HTML from strings. Commands and the stream are
+served only to the dashboard's own page: the `Host` must be the dashboard's address (a DNS-
+rebinding page's name is not), a browser's `Origin` must be that address too, and a command must be
+JSON (a cross-site form cannot send that without asking first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import random
+import socket
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import aiomqtt
+from aiohttp import hdrs, web
+from yarl import URL
+
+from carlightd import logs
+from carlightd.config import Settings
+from carlightd.consumers.client import ClientError, send_command
+from carlightd.consumers.received import Malformed, parse, relative
+from carlightd.consumers.terminal import clean
+from carlightd.contract.payloads import Topics, payload_bytes
+from carlightd.core.domain import FAILURES, Kind
+from carlightd.outputs.mqtt.commands import REQUESTS
+from carlightd.outputs.mqtt.publisher import backoff_delays, cancel_and_wait, make_client
+
+log = logs.get("carlightd.dashboard")
+
+SUBSCRIBER_QUEUE = 256  # per open page; a page that cannot keep up is sent a fresh snapshot
+NOTES_KEPT = 20  # the last skipped payloads, shown to every page that opens
+FOLLOWER_HEALTHY_S = 60.0  # a follower that ran this long before failing starts its backoff over
+
+# What the page may do: its own script and style, talk to its own server; no inline script, no
+# plugin, no frame around it, no HTML made from strings (Trusted Types), no form posting away.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+ASSETS = {  # path -> (file in static/, content type)
+    "/": ("index.html", "text/html"),
+    "/app.js": ("app.js", "text/javascript"),
+    "/style.css": ("style.css", "text/css"),
+}
+
+
+class LiveState:
+    """The latest validated message of every topic the page shows, and who is listening."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
+        self.parts = {c.id for c in settings.components}
+        self.latest: dict[str, Any] = {}  # relative topic -> validated payload as JSON data
+        self.events: list[Any] = []
+        self.notes: deque[dict[str, str]] = deque(maxlen=NOTES_KEPT)
+        self.stale: str | None = None  # why the data shown may be old, until fresh data arrives
+        self.received = 0  # valid messages taken in
+        self.broker_connected = False
+        self.listeners: set[asyncio.Queue[str]] = set()
+
+    def snapshot(self) -> dict[str, Any]:
+        parts = [
+            {
+                "id": c.id,
+                "kind": c.kind,
+                "function": getattr(c, "function", None),
+                "failures": list(FAILURES[Kind(c.kind)]),
+            }
+            for c in self.settings.components
+        ]
+        return {
+            "type": "snapshot",
+            "root": self.topics.root,
+            "vehicle": self.settings.vehicle.id,
+            "commands": self.settings.commands.enabled,
+            "parts": parts,
+            "broker": self.broker_connected,
+            "latest": self.latest,
+            "events": self.events[-20:],
+            "notes": list(self.notes),
+            "stale": self.stale,
+        }
+
+    def fold(self, topic: str, payload: bytes) -> list[dict[str, Any]]:
+        """Take in one message; what to tell the pages (nothing for a topic the page ignores)."""
+        below = relative(self.topics.root, topic)
+        if below is None:
+            return []
+        try:
+            received = parse(below, payload)
+            if received is None:
+                return []  # a topic this page does not show
+            if received.component is not None and received.component not in self.parts:
+                return []  # a part this page does not draw (nor keep in memory)
+            value = received.value
+            # The model's own JSON: NaN and infinities become null, so every page can parse it.
+            data = value if isinstance(value, str) else json.loads(value.model_dump_json())
+        except (Malformed, ValueError) as problem:
+            return [self.note(f"skipped a malformed payload on {topic}: {problem}")]
+        self.received += 1
+        messages: list[dict[str, Any]] = []
+        if self.stale is not None:
+            self.stale = None
+            messages.append({"type": "stale", "stale": None})
+        if below == "events":
+            self.events = [*self.events[-19:], data]
+        else:
+            self.latest[below] = data
+        messages.append({"type": "update", "topic": below, "value": data})
+        return messages
+
+    def note(self, text: str) -> dict[str, Any]:
+        text = text if len(text) <= 300 else text[:299] + "…"
+        log.warning("dashboard_payload_skipped", note=clean(text, 300))
+        note = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "text": text}
+        self.notes.append(note)
+        return {"type": "note", "note": note}
+
+    def mark_stale(self, why: str) -> dict[str, Any]:
+        self.stale = why
+        return {"type": "stale", "stale": why}
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)  # ASCII only: no raw line break can end an SSE event early
+        for queue in list(self.listeners):
+            if queue.full():  # a slow page: drop its backlog, give it the whole picture anew
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(json.dumps(self.snapshot()))
+            else:
+                queue.put_nowait(text)
+
+
+STATE: web.AppKey[LiveState] = web.AppKey("state", LiveState)
+
+
+async def follow_broker(state: LiveState, stop: asyncio.Event) -> None:
+    """Subscribe to the vehicle's topics and keep the state current; reconnect with backoff.
+
+    Returns when `stop` is set, leaving the MQTT connection by the front door (no cancellation
+    inside the client's context, which would leave its socket to the garbage collector).
+    A malformed payload is a note, not an error; anything else that goes wrong is raised, and
+    `supervise` starts the follower again."""
+    delays = backoff_delays(random.Random())
+    settings = state.settings
+
+    async def consume(client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            for update in state.fold(str(message.topic), payload_bytes(message.payload)):
+                state.broadcast(update)
+
+    while not stop.is_set():
+        client = make_client(settings, f"carlightd-dashboard-{id(state):x}", will=None)
+        delay = 0.0
+        try:
+            async with client:
+                await client.subscribe(f"{state.topics.root}/#", qos=1)
+                state.broker_connected = True
+                state.broadcast({"type": "broker", "connected": True})
+                delays = backoff_delays(random.Random())
+                consumer = asyncio.ensure_future(consume(client))
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([consumer, stopped], return_when=asyncio.FIRST_COMPLETED)
+                await cancel_and_wait(stopped)
+                if not consumer.done():
+                    await cancel_and_wait(consumer)
+                elif consumer.exception() is not None:
+                    raise consumer.exception()  # type: ignore[misc]
+        except aiomqtt.MqttError as error:
+            delay = next(delays)
+            log.warning(
+                "dashboard_broker_unreachable", error=str(error), retry_in_s=round(delay, 2)
+            )
+        state.broker_connected = False
+        state.broadcast({"type": "broker", "connected": False})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+
+
+async def supervise(
+    state: LiveState,
+    stop: asyncio.Event,
+    follow: Callable[[LiveState, asyncio.Event], Awaitable[None]] = follow_broker,
+) -> None:
+    """Keep the follower running: if it fails, say so on the page (the data shown is stale until
+    fresh data arrives) and start it again, with backoff."""
+    loop = asyncio.get_running_loop()
+    delays = backoff_delays(random.Random())
+    while not stop.is_set():
+        started = loop.time()
+        try:
+            await follow(state, stop)
+        except Exception as error:  # the follower must come back, whatever took it down
+            if loop.time() - started >= FOLLOWER_HEALTHY_S:
+                delays = backoff_delays(random.Random())
+            delay = next(delays)
+            log.error(
+                "dashboard_follower_failed",
+                error=clean(f"{type(error).__name__}: {error}", 300),
+                retry_in_s=round(delay, 2),
+                exc_info=True,
+            )
+            state.broker_connected = False
+            state.broadcast({"type": "broker", "connected": False})
+            why = f"the dashboard's MQTT follower failed ({type(error).__name__}); restarting it"
+            state.broadcast(state.mark_stale(why))
+        else:
+            return  # stopped
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where the dashboard listens, and so which `Host` and `Origin` its own page sends."""
+
+    names: frozenset[str]  # host names and IP literals (lower case, IPv6 without brackets)
+    port: int
+    any_ip: bool  # bound to every interface: any IP literal reaches it (no DNS, no rebinding)
+
+    @classmethod
+    def bound(cls, requested: str, sockets: Iterable[tuple[Any, ...]], port: int) -> Address:
+        hosts = {requested.strip("[]").lower()} | {str(s[0]).lower() for s in sockets}
+        hosts.discard("")
+        ips = [ip for ip in (_ip(h) for h in hosts) if ip is not None]
+        any_ip = not hosts or any(ip.is_unspecified for ip in ips)
+        names = set(hosts)
+        if any(ip.is_loopback for ip in ips) or "localhost" in hosts or any_ip:
+            names |= {"localhost", "127.0.0.1", "::1"}
+        if any_ip or any(not ip.is_loopback for ip in ips):
+            machine = socket.gethostname().lower()  # the names a LAN user types for this machine
+            names |= {machine, f"{machine}.local", socket.getfqdn().lower()}
+        return cls(frozenset(names), port, any_ip)
+
+    def accepts(self, host_header: str) -> bool:
+        split = _split_host(host_header)
+        if split is None or split[1] != self.port:
+            return False
+        name = split[0]
+        return name in self.names or (self.any_ip and _ip(name) is not None)
+
+    def same_origin(self, origin: str, host_header: str) -> bool:
+        """Is `origin` exactly this server, as addressed by the (accepted) Host header?"""
+        try:
+            url = URL(origin)
+        except ValueError:
+            return False
+        split = _split_host(host_header)
+        return (
+            split is not None
+            and url.scheme == "http"
+            and (url.host or "").strip("[]").lower() == split[0]
+            and url.port == split[1]
+            and url.path in ("", "/")
+        )
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _split_host(header: str) -> tuple[str, int] | None:
+    """`Host` as (name, port): `example:8080`, `[::1]:8080`, `example` (port 80); else None."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, bracket, rest = header[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:] if rest else "80"
+    else:
+        name, colon, port = header.partition(":")
+        if not colon:
+            port = "80"
+        if ":" in port:  # an unbracketed IPv6 address
+            return None
+    if not name or not port.isdigit() or len(port) > 5:
+        return None
+    return name, int(port)
+
+
+@dataclass
+class Listening:
+    """The dashboard's address, known once it is bound (port 0 picks one), and how many requests
+    it refused, by reason (`host`, `origin`, `sec-fetch-site`, `content-type`)."""
+
+    address: Address | None = None
+    refused: Counter[str] = field(default_factory=Counter)
+
+
+LISTENING: web.AppKey[Listening] = web.AppKey("listening", Listening)
+
+
+def refuse(request: web.Request, reason: str, why: str, **seen: str) -> web.Response:
+    request.app[LISTENING].refused[reason] += 1
+    shown = {name: clean(value, 100) for name, value in seen.items()}
+    log.warning("dashboard_request_refused", reason=reason, path=request.path, **shown)
+    return web.json_response({"status": "error", "error": why}, status=403)
+
+
+@web.middleware
+async def host_guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Only requests addressed to the dashboard by its own name: a DNS-rebinding page reaches us
+    by the attacker's name, and is refused here, before any route."""
+    host = request.headers.get(hdrs.HOST, "")
+    address = request.app[LISTENING].address
+    if address is None or not address.accepts(host):
+        return refuse(request, "host", "this dashboard does not answer to that Host", host=host)
+    return await handler(request)
+
+
+def cross_site(request: web.Request) -> web.Response | None:
+    """A 403 for a request a browser made on behalf of another site, else None."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    address = request.app[LISTENING].address
+    if origin is not None and (
+        address is None or not address.same_origin(origin, request.headers.get(hdrs.HOST, ""))
+    ):
+        why = "cross-origin request refused: only the dashboard's own page may do this"
+        return refuse(request, "origin", why, origin=origin)
+    site = request.headers.get("Sec-Fetch-Site", "")
+    if site in ("cross-site", "same-site"):
+        why = "cross-site request refused: only the dashboard's own page may do this"
+        return refuse(request, "sec-fetch-site", why, site=site)
+    return None
+
+
+async def asset(request: web.Request) -> web.Response:
+    name, content_type = ASSETS[request.path]
+    text = (resources.files("carlightd.consumers.dashboard") / "static" / name).read_text("utf-8")
+    return web.Response(text=text, content_type=content_type, headers={"Cache-Control": "no-cache"})
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)  # nothing to show, and no 404 in the browser's console
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    refused = cross_site(request)
+    if refused is not None:
+        return refused
+    state = request.app[STATE]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
+    state.listeners.add(queue)
+    try:
+        await response.write(f"data: {json.dumps(state.snapshot())}\n\n".encode())
+        while True:
+            try:
+                async with asyncio.timeout(15):
+                    text = await queue.get()
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            await response.write(f"data: {text}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        state.listeners.discard(queue)
+    return response
+
+
+async def command(request: web.Request) -> web.Response:
+    refused = cross_site(request)
+    if refused is not None:
+        return refused
+    if request.content_type != "application/json":
+        # A cross-site form or a "simple" fetch can send text/plain without asking; JSON cannot.
+        why = "a command must be sent as application/json"
+        return refuse(request, "content-type", why, content_type=request.content_type)
+    state = request.app[STATE]
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"status": "error", "error": "body is not JSON"}, status=400)
+    name = body.get("command") if isinstance(body, dict) else None
+    arguments = body.get("body", {}) if isinstance(body, dict) else {}
+    if name not in REQUESTS or not isinstance(arguments, dict):
+        return web.json_response({"status": "error", "error": "unknown command"}, status=400)
+    try:
+        response = await send_command(state.settings, name, arguments)
+    except ClientError as error:
+        return web.json_response({"status": "error", "error": str(error)}, status=502)
+    return web.json_response(json.loads(response.encode()))
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, host: str, port: int, listening: Listening | None = None
+) -> AsyncIterator[tuple[str, int]]:
+    """Run the dashboard (HTTP and the MQTT follower) until the context exits. `listening`, if
+    given, is filled in with the bound address and counts the refused requests."""
+    state = LiveState(settings)
+    app = web.Application(middlewares=[host_guard])
+    app[STATE] = state
+    listening = app[LISTENING] = listening or Listening()
+    app.on_response_prepare.append(security_headers)
+    for path in ASSETS:
+        app.router.add_get(path, asset)
+    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_get("/stream", stream)
+    app.router.add_post("/api/command", command)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][:2] if runner.addresses else (host, port)
+    listening.address = Address.bound(host, runner.addresses, bound[1])
+    stop = asyncio.Event()
+    follower = asyncio.create_task(supervise(state, stop), name="dashboard-mqtt")
+    try:
+        yield bound[0], bound[1]
+    finally:
+        stop.set()
+        async with asyncio.timeout(5):
+            await follower
+        await runner.cleanup()
+
+
+async def run(settings: Settings, host: str, port: int, announce: Any = print) -> None:
+    import signal  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with serving(settings, host, port) as (bound_host, bound_port):
+        announce(f"carlightd dashboard: http://{bound_host}:{bound_port}/  (Ctrl-C stops it)")
+        await stop.wait()

@@ -1,0 +1,218 @@
+"""The MQTT contract v1 (DESIGN §5): topics and every payload, as pydantic models.
+
+These models are the contract: field names and meanings are a promise to subscribers. Extend them
+only compatibly (new optional fields) and document every extension in the README.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from carlightd.core.diagnoser import ComponentState, CycleReport, Fault
+from carlightd.core.domain import Ignition, reading_as_dict
+from carlightd.core.memory import MAX_SEQ, FaultEvent
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+def payload_bytes(payload: Any) -> bytes:
+    """An incoming message's payload as bytes, whatever paho handed over."""
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()
+
+
+class Topics:
+    """`ROOT` is `{base_topic}/{vehicle_id}`."""
+
+    def __init__(self, base_topic: str, vehicle_id: str) -> None:
+        self.root = f"{base_topic}/{vehicle_id}"
+        self.availability = f"{self.root}/availability"
+        self.faults = f"{self.root}/faults"
+        self.events = f"{self.root}/events"
+        self.telemetry = f"{self.root}/telemetry"
+        self.requests = f"{self.root}/request/+"
+        self.status = f"{self.root}/status"
+
+    def component(self, part_id: str) -> str:
+        return f"{self.root}/components/{part_id}"
+
+    def request(self, command: str) -> str:
+        return f"{self.root}/request/{command}"
+
+    def response(self, command: str) -> str:
+        return f"{self.root}/response/{command}"
+
+    def command_of(self, request_topic: str) -> str | None:
+        prefix = f"{self.root}/request/"
+        return request_topic[len(prefix) :] if request_topic.startswith(prefix) else None
+
+
+class _Payload(BaseModel):
+    # from_attributes: the core's dataclasses of the same shape convert field for field.
+    model_config = ConfigDict(extra="forbid", frozen=True, from_attributes=True)
+
+    def encode(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class FaultPayload(_Payload):
+    component: str
+    kind: str
+    failure: str
+    dtc: str
+    status: Literal["pending", "confirmed"]
+    since: datetime
+    description: str
+    consequence_of: str | None = Field(description="null, or the root-cause component")
+
+    @classmethod
+    def of(cls, fault: Fault) -> FaultPayload:
+        return cls.model_validate(fault)
+
+
+class WarningLamps(_Payload):
+    bulb: bool
+    battery: bool
+    check_engine: bool
+
+
+class FaultsPayload(_Payload):
+    """`ROOT/faults`, retained: the one place that says which part failed."""
+
+    vehicle: str
+    updated_at: datetime
+    warning_lamps: WarningLamps
+    faults: list[FaultPayload]
+
+    @classmethod
+    def of(cls, vehicle: str, report: CycleReport) -> FaultsPayload:
+        return cls(
+            vehicle=vehicle,
+            updated_at=report.at,
+            warning_lamps=WarningLamps(**report.warning_lamps),
+            faults=[FaultPayload.of(f) for f in report.faults],
+        )
+
+
+class ComponentPayload(_Payload):
+    """`ROOT/components/{component}`, retained."""
+
+    component: str
+    kind: str
+    status: Literal["ok", "pending", "failed", "untested"]
+    failure: str | None
+    dtc: str | None
+    dtc_status: int | None = Field(description="ISO 14229 DTC status byte, or null")
+    reason: str | None = Field(description="why untested, or what a failure was judged on")
+    reading: dict[str, Any] | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, state: ComponentState, at: datetime) -> ComponentPayload:
+        return cls(
+            component=state.component,
+            kind=str(state.kind),
+            status=state.status,
+            failure=state.failure,
+            dtc=state.dtc,
+            dtc_status=state.dtc_status,
+            reason=state.reason,
+            reading=None if state.reading is None else reading_as_dict(state.reading),
+            updated_at=at,
+        )
+
+
+class EventPayload(_Payload):
+    """`ROOT/events`: `seq` rises by exactly one per event, across restarts."""
+
+    seq: int
+    type: Literal["fault_pending", "fault_confirmed", "fault_cleared"]
+    component: str
+    kind: str
+    failure: str
+    dtc: str
+    at: datetime
+
+    @classmethod
+    def of(cls, event: FaultEvent) -> EventPayload:
+        return cls.model_validate(event)
+
+
+class TelemetryPayload(_Payload):
+    """`ROOT/telemetry`, every `telemetry_s`."""
+
+    vehicle: str
+    at: datetime
+    ignition: Ignition
+    engine_rpm: float | None
+    bus_v: float | None
+    battery: dict[str, Any] | None
+    alternator: dict[str, Any] | None
+    battery_soc_percent: float | None = Field(
+        default=None, description="state of charge estimated from the battery test (extension)"
+    )
+
+    @classmethod
+    def of(cls, vehicle: str, report: CycleReport) -> TelemetryPayload:
+        telemetry = report.telemetry
+        return cls(
+            vehicle=vehicle,
+            at=report.at,
+            ignition=telemetry.ignition,
+            engine_rpm=None if telemetry.engine_rpm is None else round(telemetry.engine_rpm),
+            bus_v=None if telemetry.bus_v is None else round(telemetry.bus_v, 3),
+            battery=None if telemetry.battery is None else reading_as_dict(telemetry.battery),
+            alternator=(
+                None if telemetry.alternator is None else reading_as_dict(telemetry.alternator)
+            ),
+            battery_soc_percent=(
+                None if telemetry.battery_soc is None else round(telemetry.battery_soc * 100, 1)
+            ),
+        )
+
+
+Transaction = str | int | None
+
+
+class OkResponse(_Payload):
+    status: Literal["ok"] = "ok"
+    data: dict[str, Any]
+    transaction: Transaction = None
+
+
+class ErrorResponse(_Payload):
+    status: Literal["error"] = "error"
+    error: str
+    transaction: Transaction = None
+
+
+# A high-water mark read back from the broker is believed up to here only: a car making 1,000
+# events a second for a century stays far below, and a forged mark cannot bring the sequence near
+# MAX_SEQ.
+MAX_BROKER_SEQ = 2**48
+# ROOT/status is a few hundred bytes; a bigger one is not ours and is not even parsed.
+MAX_STATUS_BYTES = 16_384
+
+
+class StatusPayload(_Payload):
+    """`ROOT/status` (retained; an extension of contract v1.1): how the daemon itself is doing.
+
+    `problems` names what is wrong with the daemon (not the car): today, state that cannot be
+    saved. `last_event_seq` is the highest event `seq` handed out; it reaches the broker before
+    any event numbered up to it, and a daemon that restarts with an older state file (a full
+    disk, a deleted file) continues above it, so no `seq` is ever reused. `instance` tells two
+    daemons that claim the same car apart.
+    """
+
+    vehicle: str
+    updated_at: AwareDatetime
+    instance: str = Field(description="host:pid:nonce of the daemon that published this")
+    started_at: AwareDatetime
+    state_saved: bool = Field(description="false while the fault memory cannot be saved")
+    problems: list[str] = Field(description="what is wrong with the daemon itself; [] when fine")
+    last_event_seq: int = Field(ge=0, le=MAX_SEQ)

@@ -1,0 +1,105 @@
+"""Isolation: which failed part is the root cause, and which symptoms are only its consequences.
+
+Parts depend on others (DESIGN §3): a lamp on the controller that measures it and on the supply;
+the battery's charge on the alternator while the engine runs. A symptom is reported as a consequence
+of a dependency only where a physical path from the dependency's failure to that symptom exists,
+listed in CAUSES; anything else a part shows is its own fault.
+
+Most of the isolation happens earlier, by design of the self-tests: a lamp is judged at the measured
+supply voltage, so a flat battery never makes a lamp fail, and an alternator giving all it has is
+never blamed for a low bus. What is left for this module is the causal table and the lamps whose
+controller is not answering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, replace
+
+from carlightd.config import ComponentConfig, LampConfig
+from carlightd.core.domain import Kind
+from carlightd.core.selftests import NO_ANSWER, SelfTestResult, Verdict
+
+# (dependency kind, its failure) -> {dependent kind: failures that it can cause there}.
+# An alternator that does not charge lets the battery run flat; nothing else it does makes a
+# battery look discharged, weak or short of a cell.
+CAUSES: dict[tuple[Kind, str], dict[Kind, frozenset[str]]] = {
+    (Kind.ALTERNATOR, "no_output"): {Kind.BATTERY: frozenset({"discharged"})},
+    (Kind.ALTERNATOR, "undercharging"): {Kind.BATTERY: frozenset({"discharged"})},
+    (Kind.ALTERNATOR, "diode_failure"): {Kind.BATTERY: frozenset({"discharged"})},
+}
+
+
+# Not frozen: one is built for every part on every cycle, and a frozen dataclass costs four
+# times as much to build. Nothing changes one once built.
+@dataclass(slots=True)
+class Finding:
+    """A part's self-test result after isolation."""
+
+    part_id: str
+    kind: Kind
+    result: SelfTestResult
+    consequence_of: str | None = None
+
+
+class Topology:
+    """Who depends on whom, derived from the configured parts."""
+
+    def __init__(self, components: list[ComponentConfig]) -> None:
+        self.kinds = {c.id: Kind(c.kind) for c in components}
+        battery = next(c.id for c in components if c.kind == "battery")
+        alternator = next(c.id for c in components if c.kind == "alternator")
+        self.controller_of: dict[str, str] = {}
+        self.depends_on: dict[str, tuple[str, ...]] = {}
+        for component in components:
+            match component:
+                case LampConfig():
+                    self.controller_of[component.id] = component.controller
+                    self.depends_on[component.id] = (component.controller, battery, alternator)
+                case _ if component.kind == "battery":
+                    self.depends_on[component.id] = (alternator,)
+                case _:
+                    self.depends_on[component.id] = ()
+
+
+def isolate(
+    results: Mapping[str, SelfTestResult],
+    topology: Topology,
+    remembered: Mapping[str, Set[str]],
+) -> dict[str, Finding]:
+    """Attach `consequence_of` to symptoms of failed dependencies and explain unreachable parts.
+
+    `remembered` holds each part's root-cause failures still in fault memory, so a battery drained
+    by an alternator stays a consequence after the engine stops and the alternator can't be tested.
+    """
+    findings: dict[str, Finding] = {}
+
+    def visit(part_id: str) -> Finding:
+        if part_id in findings:
+            return findings[part_id]
+        kind = topology.kinds[part_id]
+        result = results[part_id]
+        controller = topology.controller_of.get(part_id)
+        if result is NO_ANSWER and controller is not None and results[controller].failed:
+            result = replace(result, reason=f"controller {controller} unreachable")
+        finding = Finding(part_id, kind, result)
+        if result.verdict is Verdict.FAILED:
+            for dependency in topology.depends_on[part_id]:
+                dependency_failures = set(remembered.get(dependency, ()))
+                current = results[dependency]
+                if current.failed and current.failure is not None:
+                    dependency_failures.add(current.failure)
+                dependency_kind = topology.kinds[dependency]
+                if any(
+                    result.failure in CAUSES.get((dependency_kind, failure), {}).get(kind, ())
+                    for failure in dependency_failures
+                ):
+                    root = visit(dependency).consequence_of or dependency
+                    finding = Finding(part_id, kind, result, consequence_of=root)
+                    break
+        findings[part_id] = finding
+        return finding
+
+    for part_id in results:
+        visit(part_id)
+    return findings

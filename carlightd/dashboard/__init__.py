@@ -1,1 +1,0 @@
-"""The instrument-cluster web dashboard (`carlightd dashboard`)."""

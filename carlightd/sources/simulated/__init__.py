@@ -1,0 +1,1 @@
+"""The simulated car: physics, drive profile, sensor noise, injected failures."""

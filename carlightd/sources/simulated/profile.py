@@ -1,0 +1,60 @@
+"""The drive profile: which lamps the driver has switched on and how fast the engine turns.
+
+A pure function of simulated time and key position, so a demo looks alive and a test can say
+exactly what the car was doing at any second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from carlightd.core.domain import Ignition
+from carlightd.sources.simulated.electrical import IDLE_RPM
+
+ProfileName = Literal["drive", "steady"]
+
+_NIGHT_PERIOD_S = 240.0
+_NIGHT_LENGTH_S = 150.0
+
+
+@dataclass(frozen=True, slots=True)
+class DriverInputs:
+    engine_rpm: float
+    lamps_on: frozenset[str]  # lamp functions commanded on
+
+
+def _flashing(t: float) -> bool:
+    """Indicators flash at 1.5 Hz; sampled once a second that is on, off, on, …"""
+    return math.floor(t * 1.5) % 2 == 0
+
+
+def driver_inputs(profile: ProfileName, t: float, ignition: Ignition) -> DriverInputs:
+    if ignition is Ignition.OFF:
+        return DriverInputs(0.0, frozenset())
+    running = ignition is Ignition.RUN
+    if profile == "steady":
+        rpm = IDLE_RPM if running else 0.0
+        return DriverInputs(rpm, frozenset({"headlamp", "tail", "license_plate"}))
+
+    lamps: set[str] = set()
+    night = (t % _NIGHT_PERIOD_S) < _NIGHT_LENGTH_S
+    if night:
+        lamps |= {"headlamp", "tail", "license_plate"}
+        if 20.0 <= t % 60.0 < 35.0:
+            lamps.add("high_beam")
+    if (t % 11.0) < 3.0:
+        lamps.add("brake")
+    phase = t % 45.0
+    if phase < 10.0 and _flashing(t):
+        lamps.add("turn_left")
+    elif 22.0 <= phase < 32.0 and _flashing(t):
+        lamps.add("turn_right")
+    if running and 80.0 <= t % 90.0 < 86.0:
+        lamps.add("reverse")
+    rpm = 0.0
+    if running:
+        # A gentle town drive between idle and 2,600 rpm.
+        rpm = IDLE_RPM + 900.0 * (1.0 + math.sin(2.0 * math.pi * t / 50.0))
+    return DriverInputs(rpm, frozenset(lamps))

@@ -1,0 +1,1 @@
+"""Tools around the daemon: the demo, the fleet load generator, the embedded broker."""
