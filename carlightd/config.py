@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from carlightd.core.domain import Ignition
+from carlightd.errors import CarlightdError
 
 ENV_PREFIX = "CARLIGHTD_"
 CONFIG_PATH_ENV = "CARLIGHTD_CONFIG"
@@ -85,7 +86,7 @@ def read_password_file(path: Path) -> str:
     return password
 
 
-class _PassphraseNeededError(Exception):
+class _PassphraseNeededError(CarlightdError):
     pass
 
 
@@ -337,7 +338,7 @@ class Settings(BaseSettings):
         return self.mqtt.secret()
 
 
-class ConfigError(Exception):
+class ConfigError(CarlightdError):
     """The configuration cannot be used; `problems` lists (dotted field path, what is wrong)."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:

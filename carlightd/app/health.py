@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from carlightd.errors import CarlightdError
 from carlightd.store.state import describe_error, printable
 
 HEARTBEAT_FILE = "heartbeat.json"
@@ -96,7 +97,7 @@ def write(state_dir: Path, beat: Heartbeat) -> None:
         os.close(fd)
 
 
-class Unhealthy(Exception):
+class Unhealthy(CarlightdError):
     pass
 
 

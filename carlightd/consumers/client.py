@@ -25,13 +25,14 @@ from carlightd.contract.payloads import (
     Topics,
     payload_bytes,
 )
+from carlightd.errors import CarlightdError
 from carlightd.outputs.mqtt.publisher import make_client
 
 RESPONSE_TIMEOUT_S = 5.0
 RETAINED_WAIT_S = 2.0
 
 
-class ClientError(Exception):
+class ClientError(CarlightdError):
     """Something a user must be told: no broker, no daemon, no answer."""
 
 

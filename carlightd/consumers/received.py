@@ -18,6 +18,7 @@ from carlightd.contract.payloads import (
     FaultsPayload,
     TelemetryPayload,
 )
+from carlightd.errors import CarlightdError
 
 # Far above any real payload (a fault list of every part with freeze frames is a few KB); larger
 # ones are refused before parsing, so a retained blob cannot make every viewer chew on it.
@@ -31,7 +32,7 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-class Malformed(ValueError):
+class Malformed(CarlightdError, ValueError):
     """A payload on a followed topic that the contract does not allow; `str()` says why."""
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from carlightd.errors import CarlightdError
+
 
 class Kind(StrEnum):
     LAMP = "lamp"
@@ -50,7 +52,7 @@ FAILURES: dict[Kind, tuple[str, ...]] = {
 }
 
 
-class UnknownFailureError(ValueError):
+class UnknownFailureError(CarlightdError, ValueError):
     """A failure mode that the part's kind cannot have."""
 
     def __init__(self, kind: Kind, failure: str) -> None:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from carlightd.core.domain import FAILURES, Kind
+from carlightd.errors import CarlightdError
 
 WarningLamp = Literal["bulb", "battery", "check_engine"]
 WARNING_LAMPS: tuple[WarningLamp, ...] = ("bulb", "battery", "check_engine")
@@ -40,7 +41,7 @@ class DTCStatus(IntFlag):
     WARNING_INDICATOR_REQUESTED = 0x80
 
 
-class CatalogueError(ValueError):
+class CatalogueError(CarlightdError, ValueError):
     pass
 
 

@@ -39,6 +39,7 @@ from carlightd.core.memory import (
     FaultRecord,
     FaultStatus,
 )
+from carlightd.errors import CarlightdError
 
 log = logs.get("carlightd.persistence")
 
@@ -131,11 +132,11 @@ def make_dir(directory: Path) -> None:
         ) from None
 
 
-class _UnusableError(Exception):
+class _UnusableError(CarlightdError):
     """Something is at the state path, but not a fault memory file that can be read."""
 
 
-class StateRejectedError(Exception):
+class StateRejectedError(CarlightdError):
     """The state file was unusable; it has been set aside (`moved_to`), or could not be (None)."""
 
     def __init__(self, path: Path, moved_to: Path | None, problem: str) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carlightd import logs
+from carlightd.errors import CarlightdError
 from carlightd.store.state import describe_error, printable, set_aside
 
 log = logs.get("carlightd.statelock")
@@ -35,7 +36,7 @@ LOCK_FILE = "carlightd.lock"
 _MAX_COMMAND = 200
 
 
-class StateDirectoryInUseError(Exception):
+class StateDirectoryInUseError(CarlightdError):
     """Another process holds the state directory: this daemon must not start (exit 2)."""
 
     def __init__(self, state_dir: Path, pid: int | None, command: str | None) -> None:
@@ -118,7 +119,7 @@ def acquire(state_dir: Path) -> StateLock:
     return StateLock(path, fd)
 
 
-class _NotAFileError(Exception):
+class _NotAFileError(CarlightdError):
     pass
 
 

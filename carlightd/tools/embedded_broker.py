@@ -11,10 +11,12 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
+from carlightd.errors import CarlightdError
+
 SHUTDOWN_S = 1.0
 
 
-class EmbeddedBrokerUnavailableError(RuntimeError):
+class EmbeddedBrokerUnavailableError(CarlightdError, RuntimeError):
     pass
 
 

@@ -17,7 +17,7 @@ from carlightd.config import describe
 from carlightd.contract.payloads import ErrorResponse, OkResponse, Transaction
 from carlightd.core.diagnoser import CycleReport
 from carlightd.core.domain import Ignition, UnknownFailureError
-from carlightd.errors import UnknownPartError
+from carlightd.errors import CarlightdError, UnknownPartError
 from carlightd.sources.simulated.car import Car
 
 MAX_REQUEST_BYTES = 4096
@@ -66,7 +66,7 @@ REQUESTS: dict[str, type[Request]] = {
 }
 
 
-class CommandError(Exception):
+class CommandError(CarlightdError):
     """A request that cannot be carried out; `transaction` is echoed when it could be read."""
 
     def __init__(self, message: str, transaction: Transaction = None) -> None:

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from carlightd import logs
+from carlightd.errors import CarlightdError
 from carlightd.outputs.mqtt.homeassistant import Mode
 from carlightd.store.state import describe_error, printable
 
@@ -63,7 +64,7 @@ def load(state_dir: Path) -> Announced | None:
         return None
 
 
-class _UnusableError(Exception):
+class _UnusableError(CarlightdError):
     """Something is at the record's path, but not a record that can be read."""
 
 

@@ -29,7 +29,7 @@ from carlightd.core.domain import (
     Reading,
     check_failure,
 )
-from carlightd.errors import UnknownPartError
+from carlightd.errors import CarlightdError, UnknownPartError
 from carlightd.sources.simulated.electrical import (
     SHORT_CIRCUIT_LIMIT_A,
     Alternator,
@@ -54,7 +54,7 @@ BASE_LOAD_A = {Ignition.OFF: 0.03, Ignition.ON: 6.0, Ignition.RUN: 18.0}
 BATTERY_TEMPERATURE_C = 20.0
 
 
-class NoResponseError(Exception):
+class NoResponseError(CarlightdError):
     """The controller that would take this measurement did not answer."""
 
     def __init__(self, part_id: str, controller_id: str) -> None:
