@@ -84,7 +84,7 @@ async def run_daemon(tmp_path: Path, sink: Recorder, cycles: int, **diag: float)
             diagnostics__cycle_s=diag.get("cycle_s", 0.05),
             diagnostics__read_timeout_s=diag.get("read_timeout_s", 0.02),
         ),
-        sink=sink,
+        outputs=[sink],
     )
     on_time: list[bool] = []
     daemon.runner.on_cycle = lambda report, punctual: on_time.append(punctual)
@@ -102,7 +102,7 @@ async def test_dead_controller_cycle_still_completes(tmp_path: Path) -> None:
             diagnostics__cycle_s=0.2,
             diagnostics__read_timeout_s=0.05,
         ),
-        sink=sink,
+        outputs=[sink],
     )
     daemon.car.inject("bcm", "no_response")
     # The dead controller never answers: the cycle ends because of the read timeout.
@@ -156,7 +156,7 @@ async def test_one_log_line_per_fault_transition(
             diagnostics__cycle_s=0.1,
             diagnostics__read_timeout_s=0.05,
         ),
-        sink=Recorder(),
+        outputs=[Recorder()],
     )
     daemon.car.inject("brake_left", "open_circuit")
     for _ in range(3):
@@ -176,3 +176,33 @@ async def test_one_log_line_per_fault_transition(
     assert all(t["timestamp"].endswith("Z") for t in transitions)
     # Transitions are persisted as they happen.
     assert json.loads((tmp_path / "fault-memory.json").read_text())["seq"] == 3
+
+
+class BrokenOutput:
+    """An output whose every delivery fails."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def deliver(self, report: CycleReport) -> None:
+        self.attempts += 1
+        raise RuntimeError("this output is broken")
+
+
+async def test_a_failing_output_never_stops_the_loop_or_the_others(tmp_path: Path) -> None:
+    broken, after = BrokenOutput(), Recorder()
+    daemon = build(
+        settings(
+            diagnostics__state_dir=tmp_path,
+            diagnostics__cycle_s=0.05,
+            diagnostics__read_timeout_s=0.02,
+        ),
+        outputs=[broken, after],
+    )
+    daemon.car.inject("brake_left", "open_circuit")
+    after.stop_after = 5
+    async with asyncio.timeout(30):
+        await daemon.runner.run(after.stop)
+    assert broken.attempts == 5
+    assert [report.cycle for report in after.reports] == [1, 2, 3, 4, 5]
+    assert after.reports[-1].faults  # the diagnosis went on behind the broken output

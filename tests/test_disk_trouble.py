@@ -298,7 +298,7 @@ async def test_a_full_disk_at_start(broker: tuple[str, int], small_disk: SmallDi
     problem = f"cannot save {small_disk.path / STATE_FILE}: [Errno 28] No space left on device"
     assert service.daemon.runner.store.problem == problem
     with pytest.raises(StateDirectoryInUseError, match=f"by process {os.getpid()} "):
-        build(settings, sink=Recorder())
+        build(settings, outputs=[Recorder()])
     async with watched(settings) as sub, running(service):
         await break_and_mend(service, ["brake_left"])
         await sub.wait_for(lambda: seqs(sub, root)[-1:] == [3], what="event 3")
@@ -320,15 +320,15 @@ async def test_a_full_disk_at_start(broker: tuple[str, int], small_disk: SmallDi
 
 
 def test_an_existing_lock_file_still_locks_a_read_only_disk(small_disk: SmallDisk) -> None:
-    first = build(service_settings("127.0.0.1", 1, small_disk.path), sink=Recorder())
+    first = build(service_settings("127.0.0.1", 1, small_disk.path), outputs=[Recorder()])
     first.close()
     small_disk.remount(read_only=True)
-    again = build(service_settings("127.0.0.1", 1, small_disk.path), sink=Recorder())
+    again = build(service_settings("127.0.0.1", 1, small_disk.path), outputs=[Recorder()])
     try:
         assert again.lock is not None
         assert again.lock.locked
         with pytest.raises(StateDirectoryInUseError, match=f"by process {os.getpid()} "):
-            build(service_settings("127.0.0.1", 1, small_disk.path), sink=Recorder())
+            build(service_settings("127.0.0.1", 1, small_disk.path), outputs=[Recorder()])
     finally:
         again.close()
 
@@ -453,7 +453,7 @@ async def test_a_second_daemon_on_the_same_state_dir_exits_2_naming_the_first(
         finally:
             first.send_signal(signal.SIGKILL)  # the hardest exit: the kernel frees the lock
             await first.wait()
-    after = build(settings, sink=Recorder())
+    after = build(settings, outputs=[Recorder()])
     assert after.lock is not None
     assert after.lock.locked
     after.close()

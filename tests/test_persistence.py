@@ -110,7 +110,7 @@ def test_corrupt_or_foreign_file_is_set_aside(tmp_path: Path, content: bytes, pr
 
 def test_daemon_starts_with_a_corrupt_state_file(tmp_path: Path) -> None:
     (tmp_path / STATE_FILE).write_text("{ truncated")
-    daemon = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    daemon = build(settings(diagnostics__state_dir=tmp_path), outputs=[Recorder()])
     assert daemon.diagnoser.memory.records == {}
     names = sorted(p.name for p in tmp_path.iterdir())
     # The lock, a fresh state file saved at once, and the bad one kept aside.
@@ -130,7 +130,7 @@ def _only_rejected(state_dir: Path) -> Path:
 
 
 def _starts_afresh(state_dir: Path) -> None:
-    daemon = build(settings(diagnostics__state_dir=state_dir), sink=Recorder())
+    daemon = build(settings(diagnostics__state_dir=state_dir), outputs=[Recorder()])
     try:
         assert daemon.diagnoser.memory.seq == 0
         assert daemon.runner.store.problem is None  # the path is free again: saved at once
@@ -195,7 +195,7 @@ def test_two_rejections_in_one_second_keep_both_files(tmp_path: Path) -> None:
 def test_a_state_dir_that_is_a_file_is_reported_not_a_crash(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "state"
     not_a_dir.write_text("a file where the directory should be")
-    daemon = build(settings(diagnostics__state_dir=not_a_dir), sink=Recorder())
+    daemon = build(settings(diagnostics__state_dir=not_a_dir), outputs=[Recorder()])
     try:
         assert daemon.lock is not None
         assert not daemon.lock.locked
@@ -250,7 +250,7 @@ def test_temporary_files_of_interrupted_saves_are_removed_at_start(tmp_path: Pat
     for leftover in (f".{STATE_FILE}.abc123", f".{STATE_FILE}.zz_9"):
         (tmp_path / leftover).write_bytes(b"x" * 10_000)
     (tmp_path / "unrelated.json").write_text("{}")
-    daemon = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    daemon = build(settings(diagnostics__state_dir=tmp_path), outputs=[Recorder()])
     daemon.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "carlightd.lock",
@@ -265,10 +265,10 @@ def test_temporary_files_of_interrupted_saves_are_removed_at_start(tmp_path: Pat
 def test_a_second_daemon_on_the_same_state_dir_is_refused_naming_the_first(
     tmp_path: Path,
 ) -> None:
-    first = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    first = build(settings(diagnostics__state_dir=tmp_path), outputs=[Recorder()])
     before = (tmp_path / STATE_FILE).read_bytes()
     with pytest.raises(StateDirectoryInUseError) as refused:
-        build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+        build(settings(diagnostics__state_dir=tmp_path), outputs=[Recorder()])
     assert refused.value.pid == os.getpid()
     assert str(refused.value).startswith(
         f"state directory {tmp_path} is in use by process {os.getpid()} ("
@@ -276,7 +276,7 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused_naming_the_first(
     assert str(refused.value).endswith("); stop it first or use another diagnostics.state_dir")
     assert (tmp_path / STATE_FILE).read_bytes() == before  # the refused one touched nothing
     first.close()
-    second = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    second = build(settings(diagnostics__state_dir=tmp_path), outputs=[Recorder()])
     assert second.lock is not None
     assert second.lock.locked
     second.close()
@@ -304,9 +304,9 @@ def test_a_lock_path_that_is_a_directory_is_set_aside_and_locked(tmp_path: Path)
 
 
 def test_a_daemon_dropped_without_close_gives_the_directory_up(tmp_path: Path) -> None:
-    build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())  # built, thrown away
+    build(settings(diagnostics__state_dir=tmp_path), outputs=[Recorder()])  # built, thrown away
     gc.collect()
-    again = build(settings(diagnostics__state_dir=tmp_path), sink=Recorder())
+    again = build(settings(diagnostics__state_dir=tmp_path), outputs=[Recorder()])
     assert again.lock is not None
     assert again.lock.locked
     again.close()

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 from carlightd import logs
 from carlightd.core.diagnoser import CycleReport, Diagnoser
-from carlightd.core.domain import Ignition, Reading
+from carlightd.core.domain import Reading
 from carlightd.core.memory import FaultEvent
+from carlightd.core.ports import Source
 from carlightd.core.schedule import Schedule
 from carlightd.core.selftests import NO_READING, ReadOutcome
+from carlightd.outputs import Output
 from carlightd.store.outbox import Outbox
 from carlightd.store.state import StateStore, printable
 
@@ -30,36 +32,12 @@ log = logs.get("carlightd.cycle")
 SAVE_RETRY_S = 1.0
 
 
-class SensorBus(Protocol):
-    """Reads the parts of one cycle. A read that is late or broken comes back as NO_READING,
-    never as a stall or an exception: the cycle carries on."""
-
-    async def read_all(
-        self, part_ids: Iterable[str], timeout_s: float
-    ) -> dict[str, ReadOutcome]: ...
-
-
 class PartReader(Protocol):
     """A driver that reads one part at a time (real hardware would): `read_all` below polls it
     with a task and a timeout per read. The simulated car answers a whole poll at once instead
     (vehicle/readout.py), which costs a fleet of cars far less."""
 
     async def read(self, part_id: str) -> Reading: ...
-
-
-class CycleSink(Protocol):
-    """Where each cycle's result goes: the log for now, the MQTT publisher next."""
-
-    async def deliver(self, report: CycleReport) -> None: ...
-
-
-class Simulation(Protocol):
-    """What the loop needs of the simulated car: time passes, a key position."""
-
-    @property
-    def ignition(self) -> Ignition: ...
-
-    def advance(self, dt_s: float) -> None: ...
 
 
 async def read_all(
@@ -98,22 +76,23 @@ class CycleRunner:
     def __init__(
         self,
         *,
-        car: Simulation,
-        bus: SensorBus,
+        source: Source,
         diagnoser: Diagnoser,
         store: StateStore,
-        sink: CycleSink,
+        outputs: Sequence[Output],
         cycle_s: float,
         read_timeout_s: float,
         outbox: Outbox | None = None,
+        on_cycle: Callable[[CycleReport, bool], None] = lambda report, on_time: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.car = car
-        self.bus = bus
+        self.source = source
         self.diagnoser = diagnoser
         self.store = store
-        self.sink = sink
+        # Each report goes to every output; the app may add one after building the loop (the
+        # MQTT output carries the commands whose effects it then reports).
+        self.outputs = outputs
         self.cycle_s = cycle_s
         self.read_timeout_s = read_timeout_s
         self.outbox = outbox if outbox is not None else Outbox()
@@ -122,7 +101,7 @@ class CycleRunner:
         self.overruns = 0
         self.last_report: CycleReport | None = None
         # Called after every cycle with whether it finished on time (watchdog, heartbeat).
-        self.on_cycle: Callable[[CycleReport, bool], None] = lambda report, on_time: None
+        self.on_cycle = on_cycle
         self._regrid = False
         self._between_cycles: list[Callable[[], None]] = []
         self._save_attempt_at = float("-inf")
@@ -140,9 +119,9 @@ class CycleRunner:
     async def run_once(self) -> CycleReport:
         while self._between_cycles:
             self._between_cycles.pop(0)()
-        self.car.advance(self.cycle_s)
-        readings = await self.bus.read_all(self.diagnoser.tests, self.read_timeout_s)
-        report = self.diagnoser.diagnose(self.car.ignition, readings, self.wall_clock())
+        self.source.advance(self.cycle_s)
+        readings = await self.source.read_all(self.diagnoser.tests, self.read_timeout_s)
+        report = self.diagnoser.diagnose(self.source.ignition, readings, self.wall_clock())
         await self._hand_on(report)
         return report
 
@@ -161,11 +140,12 @@ class CycleRunner:
             self.outbox.extend(report.events)
             self.save()
         self.last_report = report
-        try:
-            await self.sink.deliver(report)
-        except Exception:
-            # Whatever happens downstream, the diagnosis carries on.
-            log.exception("sink_failed", cycle=report.cycle)
+        for output in self.outputs:
+            try:
+                await output.deliver(report)
+            except Exception:
+                # Whatever happens in one output, the diagnosis and the others carry on.
+                log.exception("output_failed", output=type(output).__name__, cycle=report.cycle)
 
     def save(self) -> None:
         """Save the memory and the outbox (`store.problem` says whether it worked). A failure is

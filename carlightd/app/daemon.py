@@ -6,21 +6,23 @@ import asyncio
 import gc
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from carlightd import config, logs
 from carlightd.app import health
-from carlightd.app.cycle import CycleRunner, CycleSink
+from carlightd.app.cycle import CycleRunner
 from carlightd.app.systemd import Notifier
 from carlightd.config import Settings
 from carlightd.core.diagnoser import CycleReport, Diagnoser
 from carlightd.core.domain import Ignition
 from carlightd.core.memory import FaultEvent, FaultMemory
+from carlightd.outputs import Output
 from carlightd.outputs.mqtt.commands import CommandHandler
-from carlightd.outputs.mqtt.publisher import Publisher
+from carlightd.outputs.mqtt.publisher import DaemonLink, Publisher
 from carlightd.sources.simulated.car import Car
-from carlightd.sources.simulated.readout import SimulatedSensorBus
+from carlightd.sources.simulated.source import SimulatedSource
 from carlightd.store import statelock
 from carlightd.store.outbox import Outbox
 from carlightd.store.state import (
@@ -38,10 +40,14 @@ HEARTBEAT_EVERY_S = 1.0
 @dataclass
 class Daemon:
     settings: Settings
-    car: Car
+    source: SimulatedSource
     diagnoser: Diagnoser
     runner: CycleRunner
     lock: statelock.StateLock | None = None
+
+    @property
+    def car(self) -> Car:
+        return self.source.car
 
     async def clear_faults(self) -> CycleReport:
         return await self.runner.clear_faults()
@@ -63,7 +69,11 @@ def make_car(settings: Settings, ignition: Ignition) -> Car:
     )
 
 
-def build(settings: Settings, sink: CycleSink) -> Daemon:
+def build(
+    settings: Settings,
+    outputs: Sequence[Output],
+    on_cycle: Callable[[CycleReport, bool], None] = lambda report, on_time: None,
+) -> Daemon:
     """Raises StateDirectoryInUseError if another daemon holds the state directory; any other
     trouble with the directory is logged and kept in `runner.store.problem`, never a crash."""
     state_dir = settings.diagnostics.state_dir
@@ -75,15 +85,20 @@ def build(settings: Settings, sink: CycleSink) -> Daemon:
     # Before anything in the directory is read or written: a second daemon stops here.
     lock = statelock.acquire(state_dir)
     try:
-        return _assemble(settings, sink, lock)
+        return _assemble(settings, outputs, on_cycle, lock)
     except BaseException:
         lock.release()
         raise
 
 
-def _assemble(settings: Settings, sink: CycleSink, lock: statelock.StateLock) -> Daemon:
+def _assemble(
+    settings: Settings,
+    outputs: Sequence[Output],
+    on_cycle: Callable[[CycleReport, bool], None],
+    lock: statelock.StateLock,
+) -> Daemon:
     diagnostics = settings.diagnostics
-    car = make_car(settings, settings.vehicle.ignition)
+    source = SimulatedSource(make_car(settings, settings.vehicle.ignition))
     memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
     store = StateStore(diagnostics.state_dir, settings.vehicle.id)
     if lock.locked and (removed := store.remove_leftovers()):
@@ -108,19 +123,39 @@ def _assemble(settings: Settings, sink: CycleSink, lock: statelock.StateLock) ->
             )
     diagnoser = Diagnoser(settings, memory)
     runner = CycleRunner(
-        car=car,
-        bus=SimulatedSensorBus(car),
+        source=source,
         diagnoser=diagnoser,
         store=store,
-        sink=sink,
+        outputs=outputs,
         cycle_s=diagnostics.cycle_s,
         read_timeout_s=diagnostics.read_timeout_s,
         outbox=Outbox(undelivered),
+        on_cycle=on_cycle,
     )
     # Saved at once: a disk that cannot take the state is reported from the first cycle, not at
     # the first fault.
     runner.save()
-    return Daemon(settings, car, diagnoser, runner, lock)
+    return Daemon(settings, source, diagnoser, runner, lock)
+
+
+class CarWorkshop:
+    """What commands may do (`carlightd.core.ports.Workshop`), on the daemon's simulated car and
+    fault memory. The car is looked up at each call: a reload may have replaced it."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def inject(self, part_id: str, failure: str) -> None:
+        self.daemon.car.inject(part_id, failure)
+
+    def repair(self, part_id: str) -> None:
+        self.daemon.car.repair(part_id)
+
+    def set_ignition(self, ignition: Ignition) -> None:
+        self.daemon.car.set_ignition(ignition)
+
+    async def clear_faults(self) -> int:
+        return len((await self.daemon.clear_faults()).events)
 
 
 class Service:
@@ -139,19 +174,23 @@ class Service:
         self.heartbeat = heartbeat
         self.config_path = config_path
         self.notifier = notifier or Notifier()
-        self.publisher = Publisher(settings)
-        self.daemon = build(settings, sink=self.publisher)
-        runner = self.daemon.runner
-        self.handler = CommandHandler(self.daemon, enabled=settings.commands.enabled)
-        self.publisher.handler = self.handler
-        self.publisher.outbox = runner.outbox
-        self.publisher.persist = runner.save
-        memory = self.daemon.diagnoser.memory
-        self.publisher.event_seq = lambda: memory.seq
-        self.publisher.problems = self._problems
-        self.publisher.on_broker_seq = self._continue_above
+        outputs: list[Output] = []
+        self.daemon = build(settings, outputs, on_cycle=self._after_cycle)
+        runner, memory = self.daemon.runner, self.daemon.diagnoser.memory
         self._loaded_seq = memory.seq
-        runner.on_cycle = self._after_cycle
+        workshop = CarWorkshop(self.daemon)
+        self.handler = CommandHandler(workshop, enabled=settings.commands.enabled)
+        link = DaemonLink(
+            outbox=runner.outbox,
+            persist=runner.save,
+            event_seq=lambda: memory.seq,
+            problems=self._problems,
+            continue_above=self._continue_above,
+        )
+        self.publisher = Publisher(settings, self.handler, link)
+        # The publisher carries the commands whose effects it then reports: it joins the loop's
+        # outputs once it exists.
+        outputs.append(self.publisher)
         self.stop = asyncio.Event()
         self._ready = False
         self._status = ""
@@ -318,8 +357,7 @@ class Service:
         old = self.daemon.car
         car = make_car(settings, old.ignition)  # the key stays where it is
         runner = self.daemon.runner
-        self.daemon.car = runner.car = car
-        runner.bus = SimulatedSensorBus(car)
+        self.daemon.source.replace_car(car)
         self.publisher.forget_parts(set(old.parts) - set(car.parts))
         before = len(self.daemon.diagnoser.memory.records)
         self.daemon.diagnoser.replace_parts(settings.components, runner.wall_clock())

@@ -20,6 +20,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -143,22 +144,46 @@ def make_client(
     return client
 
 
+@dataclass(frozen=True)
+class DaemonLink:
+    """What the publisher reads of the daemon it reports for, and what it tells it."""
+
+    outbox: Outbox  # events, durable, until the broker acknowledges them
+    persist: Callable[[], None]  # save the state once the broker acknowledged some events
+    event_seq: Callable[[], int]  # the highest event seq handed out so far
+    problems: Callable[[], list[str]]  # what is wrong with the daemon itself (ROOT/status)
+    # The highest seq the broker remembers, told once at the first connection (a restart from an
+    # older state file continues above it).
+    continue_above: Callable[[int], None]
+
+    @classmethod
+    def detached(cls) -> DaemonLink:
+        """For a publisher on its own (tests, tools): an outbox of its own, nothing to save."""
+        return cls(Outbox(), lambda: None, lambda: 0, list, lambda seq: None)
+
+
 class Publisher:
+    """The MQTT output (see `carlightd.outputs`): `deliver` records, `run` keeps the connection."""
+
+    name = "mqtt"
+
     def __init__(
         self,
         settings: Settings,
         handler: CommandHandler | None = None,
+        link: DaemonLink | None = None,
         *,
         clock: Any = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        link = link or DaemonLink.detached()
         self.settings = settings
         self.vehicle = settings.vehicle.id
         self.topics = Topics(settings.mqtt.base_topic, self.vehicle)
         self.handler = handler
         # Events come from the durable outbox; `persist` saves it once the broker acknowledged some.
-        self.outbox = Outbox()
-        self.persist: Callable[[], None] = lambda: None
+        self.outbox = link.outbox
+        self.persist = link.persist
         self.clock = clock
         self.rng = rng or random.Random()
         self.telemetry_s = settings.diagnostics.telemetry_s
@@ -191,16 +216,16 @@ class Publisher:
         # ROOT/status: who we are, what is wrong with the daemon itself, the last event seq.
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started_at = datetime.now(UTC)
-        self.problems: Callable[[], list[str]] = list
+        self.problems = link.problems
         self._status_key: tuple[Any, ...] | None = None
         # The highest event seq handed out so far (the fault memory's); ROOT/status carries it
         # and reaches the broker before any event numbered up to it.
-        self.event_seq: Callable[[], int] = lambda: 0
+        self.event_seq = link.event_seq
         self._status_seq = 0  # the seq in the latest status payload
         self._status_seq_sent = -1  # the seq in the latest status the broker acknowledged
         # Told the highest seq the broker remembers, once, at the first connection (so a
         # restart from an older state file continues above it).
-        self.on_broker_seq: Callable[[int], None] = lambda seq: None
+        self.on_broker_seq = link.continue_above
         self._seq_synced = False
         self.offline_published = False
         self.takeovers = 0  # connections lost soon after they were made, in a row
