@@ -3,7 +3,8 @@ entities and their states through its REST API, a fault seen in Home Assistant, 
 reaching the daemon, and its log free of discovery warnings across daemon restarts, a Home
 Assistant restart and switches of the discovery mode.
 
-Home Assistant needs Python 3.13; the test is skipped only where there is none. Its venv is
+Home Assistant needs Python 3.13; the test is skipped where there is none, and in a CI pass that
+sets CARLIGHTD_SKIP_HOME_ASSISTANT (to the reason; CI runs it in its Python 3.11 pass). Its venv is
 made on first use (a few minutes) and cached in ~/.cache/carlightd-test/, keyed on the version.
 """
 
@@ -51,6 +52,8 @@ START_TIMEOUT_S = 180.0  # a first start writes its whole .storage
 WAIT_S = 60.0
 USER, PASSWORD = "carlightd", "carlightd-test-password"
 CONFLICT = "Received a conflicting MQTT discovery message"
+# Set (to the reason) by a CI pass that leaves the real Home Assistant to another pass.
+SKIP_ENV = "CARLIGHTD_SKIP_HOME_ASSISTANT"
 
 
 def python_313() -> str | None:
@@ -63,6 +66,8 @@ def python_313() -> str | None:
 @pytest.fixture(scope="session")
 def home_assistant_venv(pytestconfig: pytest.Config) -> Path:
     """A venv with Home Assistant, made once and kept (a lock keeps two test runs apart)."""
+    if reason := os.environ.get(SKIP_ENV):
+        pytest.skip(reason)  # CI runs it in one of its passes only: it tests HA, not our Python
     python = python_313()
     if python is None:
         pytest.skip("Home Assistant 2025.4 needs Python 3.13 (none in ~/.pyenv or on PATH)")
