@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from carlightd import __version__, config, logs
-from carlightd.core.domain import Ignition
+from carlightd.contract.commands import COMMANDS, Command
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -61,12 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "--write", type=Path, metavar="DIR", help="write one file per schema into DIR"
     )
-    inject = add("inject", "break a part of the running daemon's car")
-    inject.add_argument("part")
-    inject.add_argument("failure")
-    add("repair", "replace a part with a healthy one").add_argument("part")
-    add("clear", "clear the fault memory, as a scan tool does")
-    add("ignition", "turn the key").add_argument("state", choices=[i.value for i in Ignition])
+    for command in COMMANDS.values():  # inject, repair, clear, ignition
+        sub = add(command.cli.subcommand, command.cli.help)
+        for argument in command.arguments:
+            sub.add_argument(argument.metavar, choices=command.choices(argument) or None)
     faults = add("faults", "print the current faults")
     faults.add_argument("--json", action="store_true", help="the retained payload as it is")
     add("watch", "a live table of parts and faults (plain lines when not on a terminal)")
@@ -186,26 +184,23 @@ def _daemon(args: argparse.Namespace, settings: config.Settings) -> int:
     return EXIT_OK
 
 
+# The client subcommands that send a request: `carlightd inject` sends `inject_fault`.
+_COMMAND_OF: dict[str, Command[Any]] = {c.cli.subcommand: c for c in COMMANDS.values()}
+
+
 def _client_command(args: argparse.Namespace, settings: config.Settings) -> int:
     from carlightd.consumers import client  # noqa: PLC0415
 
-    requests: dict[str, tuple[str, dict[str, Any]]] = {
-        "inject": (
-            "inject_fault",
-            {"component": getattr(args, "part", None), "failure": getattr(args, "failure", None)},
-        ),
-        "repair": ("repair", {"component": getattr(args, "part", None)}),
-        "clear": ("clear_faults", {}),
-        "ignition": ("set_ignition", {"state": getattr(args, "state", None)}),
-    }
     try:
-        if args.command in requests:
-            command, body = requests[args.command]
-            response = asyncio.run(client.send_command(settings, command, body))
+        if (command := _COMMAND_OF.get(args.command)) is not None:
+            body = {
+                argument.field: getattr(args, argument.metavar) for argument in command.arguments
+            }
+            response = asyncio.run(client.send_command(settings, command.name, body))
             if response.status == "error":
-                print(f"carlightd: {command} refused: {response.error}", file=sys.stderr)
+                print(f"carlightd: {command.name} refused: {response.error}", file=sys.stderr)
                 return EXIT_FAILURE
-            print(f"{command}: ok {json.dumps(response.data)}")
+            print(f"{command.name}: ok {json.dumps(response.data)}")
             return EXIT_OK
         if args.command == "faults":
             faults, availability = asyncio.run(client.current_faults(settings))

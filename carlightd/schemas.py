@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from carlightd.config import Settings
+from carlightd.contract.commands import COMMANDS
 from carlightd.contract.payloads import (
     ComponentPayload,
     ErrorResponse,
@@ -18,7 +19,6 @@ from carlightd.contract.payloads import (
     StatusPayload,
     TelemetryPayload,
 )
-from carlightd.outputs.mqtt.commands import ClearFaults, InjectFault, Repair, SetIgnition
 
 MODELS: dict[str, type[BaseModel]] = {
     "config": Settings,
@@ -29,10 +29,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "status": StatusPayload,
     "response-ok": OkResponse,
     "response-error": ErrorResponse,
-    "request-inject_fault": InjectFault,
-    "request-repair": Repair,
-    "request-clear_faults": ClearFaults,
-    "request-set_ignition": SetIgnition,
+    **{f"request-{name}": command.request for name, command in COMMANDS.items()},
 }
 
 

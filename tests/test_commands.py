@@ -12,16 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carlightd.app.daemon import Service
+from carlightd.contract.commands import COMMANDS, ClearFaults, InjectFault, SetIgnition
 from carlightd.core.domain import Ignition
-from carlightd.outputs.mqtt.commands import (
-    MAX_REQUEST_BYTES,
-    REQUESTS,
-    ClearFaults,
-    CommandError,
-    InjectFault,
-    SetIgnition,
-    parse_request,
-)
+from carlightd.outputs.mqtt.commands import MAX_REQUEST_BYTES, CommandError, parse_request
 from tests.brokers import subscribed
 from tests.conftest import running, service_settings, wait_until
 from tests.test_mqtt_contract import request
@@ -42,10 +35,10 @@ def test_any_bytes_give_a_request_or_a_command_error(command: str, payload: byte
     except CommandError as error:
         assert error.message
     else:
-        assert type(parsed) is REQUESTS[command]
+        assert type(parsed) is COMMANDS[command].request
 
 
-@given(command=st.sampled_from(sorted(REQUESTS)), body=json_values)
+@given(command=st.sampled_from(sorted(COMMANDS)), body=json_values)
 def test_any_json_gives_a_request_or_a_command_error(command: str, body: Any) -> None:
     try:
         parse_request(command, json.dumps(body).encode())

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carlightd.app.daemon import Service
-from carlightd.outputs.mqtt.commands import REQUESTS
+from carlightd.contract.commands import COMMANDS
 from tests.brokers import SHARED_BROKER, listening
 from tests.conftest import service_settings
 
@@ -121,7 +121,7 @@ _payloads = (
     | _deep
     | st.binary(min_size=4090, max_size=4200)
 )
-_commands = st.sampled_from([*REQUESTS, "unknown", "ÄÖÜ", "a" * 300, "x-y.z"])
+_commands = st.sampled_from([*COMMANDS, "unknown", "ÄÖÜ", "a" * 300, "x-y.z"])
 
 
 @settings(

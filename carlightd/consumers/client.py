@@ -17,6 +17,7 @@ from rich.text import Text
 from carlightd.config import Settings
 from carlightd.consumers.received import Malformed, Received, parse, relative
 from carlightd.consumers.terminal import WatchState, clean, render, warning
+from carlightd.contract.commands import COMMANDS
 from carlightd.contract.payloads import (
     ErrorResponse,
     EventPayload,
@@ -53,7 +54,10 @@ def _unreachable(settings: Settings, error: Exception) -> ClientError:
 async def send_command(
     settings: Settings, command: str, body: dict[str, Any], timeout_s: float = RESPONSE_TIMEOUT_S
 ) -> OkResponse | ErrorResponse:
-    """Publish a request and wait for the response that echoes our transaction."""
+    """Publish a request and wait for the response that echoes our transaction. Only the
+    contract's commands are sent; the body is checked by the daemon, which says what is wrong."""
+    if command not in COMMANDS:
+        raise ClientError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
     topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
     transaction = uuid.uuid4().hex
     payload = json.dumps({**body, "transaction": transaction}).encode()

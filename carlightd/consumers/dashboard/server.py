@@ -37,9 +37,9 @@ from carlightd.config import Settings
 from carlightd.consumers.client import ClientError, send_command
 from carlightd.consumers.received import Malformed, parse, relative
 from carlightd.consumers.terminal import clean
+from carlightd.contract.commands import COMMANDS
 from carlightd.contract.payloads import Topics, payload_bytes
 from carlightd.core.domain import FAILURES, Kind
-from carlightd.outputs.mqtt.commands import REQUESTS
 from carlightd.outputs.mqtt.publisher import backoff_delays, cancel_and_wait, make_client
 
 log = logs.get("carlightd.dashboard")
@@ -420,7 +420,7 @@ async def command(request: web.Request) -> web.Response:
         return web.json_response({"status": "error", "error": "body is not JSON"}, status=400)
     name = body.get("command") if isinstance(body, dict) else None
     arguments = body.get("body", {}) if isinstance(body, dict) else {}
-    if name not in REQUESTS or not isinstance(arguments, dict):
+    if not isinstance(name, str) or name not in COMMANDS or not isinstance(arguments, dict):
         return web.json_response({"status": "error", "error": "unknown command"}, status=400)
     try:
         response = await send_command(state.settings, name, arguments)

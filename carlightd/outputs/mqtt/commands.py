@@ -1,4 +1,5 @@
-"""Commands on `ROOT/request/{command}` (DESIGN §5): parsing, and carrying them out.
+"""Commands on `ROOT/request/{command}` (DESIGN §5): parsing, and carrying them out. Which
+commands there are, their request models and what each does: `carlightd.contract.commands`.
 
 Anything malformed gets an error response naming the problem; nothing a request says can stop the
 daemon. Parsing is pure (`parse_request`), so it can be fuzzed without a broker.
@@ -8,17 +9,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from carlightd import logs
 from carlightd.config import describe
+from carlightd.contract.commands import COMMANDS, Request
 from carlightd.contract.payloads import ErrorResponse, OkResponse, Transaction
-from carlightd.core.diagnoser import CycleReport
-from carlightd.core.domain import Ignition, UnknownFailureError
+from carlightd.core.domain import UnknownFailureError
+from carlightd.core.ports import Workshop
 from carlightd.errors import CarlightdError, UnknownPartError
-from carlightd.sources.simulated.car import Car
 
 MAX_REQUEST_BYTES = 4096
 MAX_TRANSACTION_CHARS = 128
@@ -31,39 +32,6 @@ MAX_ERROR_CHARS = 512
 log = logs.get("carlightd.commands")
 
 DISABLED = "commands are disabled on this daemon ([commands] enabled = false)"
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    transaction: str | int | None = Field(default=None, description="echoed in the response")
-
-
-class InjectFault(_Request):
-    component: str = Field(min_length=1, max_length=64)
-    failure: str = Field(min_length=1, max_length=64)
-
-
-class Repair(_Request):
-    component: str = Field(min_length=1, max_length=64)
-
-
-class ClearFaults(_Request):
-    pass
-
-
-class SetIgnition(_Request):
-    state: Literal["off", "on", "run"]
-
-
-Request = InjectFault | Repair | ClearFaults | SetIgnition
-
-REQUESTS: dict[str, type[Request]] = {
-    "inject_fault": InjectFault,
-    "repair": Repair,
-    "clear_faults": ClearFaults,
-    "set_ignition": SetIgnition,
-}
 
 
 class CommandError(CarlightdError):
@@ -246,13 +214,14 @@ def parse_request(command: str, payload: bytes) -> Request:
             f"transaction: must be a string of at most {MAX_TRANSACTION_CHARS} characters "
             f"or an integer of at most {MAX_SAFE_INTEGER} in size"
         )
-    if command not in REQUESTS:
-        known = ", ".join(REQUESTS)
+    if command not in COMMANDS:
+        known = ", ".join(COMMANDS)
         raise CommandError(
             f"unknown command {printable(command[:64])!r}; known: {known}", transaction
         )
+    model: type[Request] = COMMANDS[command].request
     try:
-        return REQUESTS[command].model_validate(body)
+        return model.model_validate(body)
     except ValidationError as error:
         problems = "; ".join(f"{path}: {message}" for path, message in describe(error))
         raise CommandError(printable(problems), transaction) from None
@@ -273,15 +242,9 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-class Workshop(Protocol):
-    """What commands act on: the car, and clearing the fault memory."""
-
-    car: Car
-
-    async def clear_faults(self) -> CycleReport: ...
-
-
 class CommandHandler:
+    """Answers each request: parsed here, carried out by its command's handler on `workshop`."""
+
     def __init__(self, workshop: Workshop, *, enabled: bool) -> None:
         self.workshop = workshop
         self.enabled = enabled
@@ -298,7 +261,7 @@ class CommandHandler:
         request: Request | None = None
         try:
             request = parse_request(command, payload)
-            data = await self._execute(request)
+            data = await self._execute(command, request)
         except CommandError as error:
             return ErrorResponse(error=error.message, transaction=error.transaction)
         except Exception as error:  # a bug, not the requester's fault; the daemon carries on
@@ -309,24 +272,10 @@ class CommandHandler:
             )
         return OkResponse(data=data, transaction=request.transaction)
 
-    async def _execute(self, request: Request) -> dict[str, Any]:
-        car = self.workshop.car
+    async def _execute(self, command: str, request: Request) -> dict[str, Any]:
         try:
-            match request:
-                case InjectFault(component=component, failure=failure):
-                    car.inject(component, failure)
-                    return {"component": component, "failure": failure}
-                case Repair(component=component):
-                    car.repair(component)
-                    return {"component": component}
-                case ClearFaults():
-                    report = await self.workshop.clear_faults()
-                    return {"cleared": len(report.events)}
-                case SetIgnition(state=state):
-                    car.set_ignition(Ignition(state))
-                    return {"ignition": state}
+            return await COMMANDS[command].handler(self.workshop, request)
         except UnknownPartError as error:
             raise CommandError(f"component: {error.message}", request.transaction) from None
         except UnknownFailureError as error:
             raise CommandError(f"failure: {error}", request.transaction) from None
-        raise CommandError("unhandled command", request.transaction)  # pragma: no cover
