@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AbstractContextManager
 
 import structlog
 from structlog.typing import Processor
@@ -55,6 +56,19 @@ def _identity(
     logger: object, method: str, event_dict: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
     return event_dict
+
+
+def bind_vehicle(vehicle: str) -> None:
+    """Every later line of the current task, and of the tasks it then creates, names the vehicle.
+
+    Call it first thing in a daemon's own task: asyncio tasks copy the context when they are
+    created, so in a fleet (many daemons, one event loop) each car's lines name that car only."""
+    structlog.contextvars.bind_contextvars(vehicle=vehicle)
+
+
+def vehicle_bound(vehicle: str) -> AbstractContextManager[None]:
+    """The vehicle named in every line written inside the `with`, and no longer after it."""
+    return structlog.contextvars.bound_contextvars(vehicle=vehicle)
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:

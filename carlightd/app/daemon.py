@@ -368,6 +368,7 @@ class Service:
         )
 
     async def run(self) -> None:
+        logs.bind_vehicle(self.settings.vehicle.id)  # in this task: its child tasks inherit it
         log.info(
             "started",
             vehicle=self.settings.vehicle.id,
@@ -394,6 +395,7 @@ class Service:
 
 async def run(settings: Settings, config_path: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT; the entry point owns the signal handlers, not the library."""
+    logs.bind_vehicle(settings.vehicle.id)  # one car per process: its building is named too
     service = Service(settings, config_path=config_path)
     # Everything built so far lives as long as the process: keep the collector from walking it on
     # every collection (each cycle makes a few thousand short-lived objects).

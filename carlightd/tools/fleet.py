@@ -42,6 +42,13 @@ def vehicle_settings(base: Settings, index: int) -> Settings:
     )
 
 
+def _car(settings: Settings) -> Service:
+    # Built with its vehicle in the log context (its lines while building name it, and no later
+    # line of this task does); `Service.run` binds it again in the car's own task.
+    with logs.vehicle_bound(settings.vehicle.id):
+        return Service(settings, notifier=Notifier({}), heartbeat=False)
+
+
 @dataclass
 class FleetStats:
     vehicles: int
@@ -92,9 +99,7 @@ async def run_shard(
 ) -> FleetStats:
     """Run these cars until `stop` or for `seconds`; statistics exclude the warm-up."""
     stop = stop or asyncio.Event()
-    services = [
-        Service(vehicle_settings(base, i), notifier=Notifier({}), heartbeat=False) for i in indices
-    ]
+    services = [_car(vehicle_settings(base, i)) for i in indices]
     started = time.monotonic()
     baseline: dict[str, int] = {}
 
