@@ -37,7 +37,7 @@ import aiomqtt
 from bench.cars import car_settings
 from carlightd.contract.payloads import ComponentPayload, TelemetryPayload
 from carlightd.tools.fleet import run_fleet
-from tests.simulate import Bench
+from carlightd.tools.workbench import Bench
 
 HOST, PORT = "127.0.0.1", 1883
 RESULTS = Path(__file__).with_name("results.json")
