@@ -92,6 +92,9 @@ class Command(Generic[R]):
                     f"command {self.name!r}: argument {argument.metavar!r} is a choice, but "
                     f"{self.request.__name__}.{argument.field} is not a Literal of strings"
                 )
+        names = [argument.names for argument in self.arguments]
+        if "failure" in names and "part" not in names:
+            raise TypeError(f"command {self.name!r}: a failure is named without its part")
         given = {argument.field for argument in self.arguments}
         if missing := [n for n, f in fields.items() if f.is_required() and n not in given]:
             raise TypeError(

@@ -1,8 +1,9 @@
 """`carlightd dashboard`: a web page that shows the car live, fed from MQTT like any consumer.
 
 The server subscribes to the daemon's topics, keeps the latest of each, and streams them to every
-open page with Server-Sent Events; the page's break and repair buttons become MQTT requests. All
-assets are in the package: the page works without the internet.
+open page with Server-Sent Events; the page's workshop controls, one per command of the contract's
+registry (`carlightd.contract.commands`), become MQTT requests. All assets are in the package: the
+page works without the internet.
 
 What arrives over MQTT is hostile data: each payload is validated against the contract's models
 (`carlightd.consumers.received`) and only the validated form reaches a page; a bad one becomes a
@@ -79,6 +80,23 @@ ASSETS = {  # path -> (file in static/, content type)
 }
 
 
+def command_forms() -> list[dict[str, Any]]:
+    """The workshop's controls, one per command of the contract's registry, for the page to draw:
+    what each argument names (a part, one of that part's failures, one of fixed choices)."""
+    return [
+        {
+            "name": command.name,
+            "label": command.label,
+            "description": command.description,
+            "arguments": [
+                {"field": a.field, "names": a.names, "choices": list(command.choices(a))}
+                for a in command.arguments
+            ],
+        }
+        for command in COMMANDS.values()
+    ]
+
+
 class LiveState:
     """The latest validated message of every topic the page shows, and who is listening."""
 
@@ -109,6 +127,7 @@ class LiveState:
             "root": self.topics.root,
             "vehicle": self.settings.vehicle.id,
             "commands": self.settings.commands.enabled,
+            "workshop": command_forms(),
             "parts": parts,
             "broker": self.broker_connected,
             "latest": self.latest,

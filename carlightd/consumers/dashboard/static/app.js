@@ -18,7 +18,8 @@ const PLACES = {
   reverse: [REAR + 28, 160], license_plate: [REAR + 42, 200],
 };
 const BOXES = { battery: [110, 330], alternator: [290, 330], controller: [200, 440] };
-let state = { parts: [], latest: {}, events: [], notes: [], stale: null, commands: false, broker: false };
+let state = { parts: [], latest: {}, events: [], notes: [], stale: null, commands: false, broker: false,
+              workshop: [] };
 let streamUp = false;
 
 function shown(value) {
@@ -150,16 +151,35 @@ function render() {
     note => element("li", "note", `${String(note.at).slice(11, 19)} ${note.text}`)));
 }
 
+// The workshop: one control per command of the contract's registry (`workshop` in the snapshot).
+// A command that names a part is offered on every part's row; any other once, for the whole car.
+const namesPart = command => command.arguments.some(a => a.names === "part");
+
+function controls(commands, part) {
+  const inputs = [], buttons = [];
+  for (const command of commands) {
+    for (const argument of command.arguments) {
+      if (argument.names === "part") continue;
+      const values = argument.names === "failure" ? part.failures : argument.choices;
+      const select = element("select", "", ...values.map(v => element("option", "", v)));
+      select.dataset.command = command.name;
+      select.dataset.field = argument.field;
+      inputs.push(select);
+    }
+    const button = element("button", command.label, command.label);
+    button.dataset.command = command.name;
+    button.title = command.description;
+    if (part) button.dataset.part = part.id;
+    buttons.push(...(buttons.length ? [" ", button] : [button]));
+  }
+  return element("tr", "", element("td", "", part ? part.id : commands[0].description),
+                 element("td", "", ...inputs), element("td", "", ...buttons));
+}
+
 function drawWorkshop() {
-  const rows = state.parts.map(p => {
-    const select = element("select", "", ...p.failures.map(f => element("option", "", f)));
-    select.id = "failure-" + p.id;
-    const breaks = element("button", "break", "break");
-    const repairs = element("button", "repair", "repair");
-    breaks.dataset.part = repairs.dataset.part = p.id;
-    return element("tr", "", element("td", "", p.id), element("td", "", select),
-                   element("td", "", breaks, " ", repairs));
-  });
+  const forParts = state.workshop.filter(namesPart);
+  const rows = state.workshop.filter(c => !namesPart(c)).map(c => controls([c], null));
+  if (forParts.length) rows.push(...state.parts.map(p => controls(forParts, p)));
   document.getElementById("workshop-rows").replaceChildren(...rows);
 }
 
@@ -176,13 +196,18 @@ async function command(name, body) {
   }
 }
 
+// A workshop button: its command's body from its row (the part, the chosen values).
 document.addEventListener("click", event => {
-  const button = event.target.closest("button");
-  if (!button || !button.dataset.part) return;
-  const part = button.dataset.part;
-  if (button.classList.contains("break"))
-    command("inject_fault", { component: part, failure: document.getElementById("failure-" + part).value });
-  else command("repair", { component: part });
+  const button = event.target.closest("button[data-command]");
+  const form = button && state.workshop.find(c => c.name === button.dataset.command);
+  if (!form) return;
+  const chosen = {};
+  for (const select of button.closest("tr").querySelectorAll("select"))
+    if (select.dataset.command === form.name) chosen[select.dataset.field] = select.value;
+  const body = {};
+  for (const argument of form.arguments)
+    body[argument.field] = argument.names === "part" ? button.dataset.part : chosen[argument.field];
+  command(form.name, body);
 });
 
 function take(message) {
