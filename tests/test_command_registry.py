@@ -68,7 +68,6 @@ def sample_body(command: Command[Any]) -> dict[str, str]:
 
 
 def test_each_entry_is_filed_under_its_own_name_and_asked_for_in_one_way() -> None:
-    assert list(COMMANDS) == ["inject_fault", "repair", "clear_faults", "set_ignition"]
     for name, command in COMMANDS.items():
         assert command.name == name
         assert issubclass(command.request, Request)
@@ -247,7 +246,8 @@ async def test_the_cli_sends_every_command_to_the_daemon(
             assert await asyncio.to_thread(cli.main, argv) == 0, argv
             lines = capfd.readouterr().out.splitlines()  # the daemon logs there too
             assert any(line.startswith(f"{command.name}: ok ") for line in lines), lines
-        assert service.daemon.car.ignition == Ignition.RUN  # the last one reached the car
+            if command.name == "set_ignition":  # it reached the car
+                assert service.daemon.car.ignition == Ignition.RUN
 
 
 # --- the dashboard ------------------------------------------------------------------------------
@@ -326,8 +326,8 @@ async def test_the_page_draws_a_control_per_command_and_each_one_works(
                         await row.locator(chosen).select_option(sample(command, argument))
                 await row.locator(f"button[data-command='{name}']").click()
                 await playwright.expect(message).to_have_text(f"{name}: ok", timeout=10_000)
-            # What the page sent reached the car: the last command turned the key to run.
-            await wait_until(lambda: service.daemon.car.ignition == Ignition.RUN)
+                if name == "set_ignition":  # what the page sent reached the car
+                    assert service.daemon.car.ignition == Ignition.RUN
             await page.wait_for_selector("#part-brake_left.ok", timeout=10_000)
         finally:
             await browser.close()
