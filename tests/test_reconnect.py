@@ -13,7 +13,8 @@ import aiomqtt
 import pytest
 
 from carlightd.app.daemon import Service
-from carlightd.outputs.mqtt.publisher import BACKOFF_MAX_S, Publisher, backoff_delays, client_id
+from carlightd.outputs.mqtt.publisher import Publisher, client_id
+from carlightd.runtime.connection import BACKOFF_MAX_S, backoff_delays
 from tests.brokers import PrivateBroker, free_port, subscribed
 from tests.conftest import running, service_settings, wait_until
 

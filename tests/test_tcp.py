@@ -12,8 +12,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from carlightd.outputs.mqtt import tcp
-from carlightd.outputs.mqtt.publisher import make_client
+from carlightd.runtime import tcp
+from carlightd.runtime.connection import make_client
 from tests.brokers import unique_base_topic
 from tests.conftest import service_settings
 

@@ -8,7 +8,6 @@ rather than running late for ever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from carlightd.core.ports import Source
 from carlightd.core.schedule import Schedule
 from carlightd.core.selftests import NO_READING, ReadOutcome
 from carlightd.outputs import Output
+from carlightd.runtime.waiting import wait_any
 from carlightd.store.outbox import Outbox
 from carlightd.store.state import StateStore, printable
 
@@ -189,7 +189,5 @@ class CycleRunner:
                 log.warning("cycle_overrun", missed_ticks=slot.missed, late_s=round(slot.late_s, 3))
             self._retry_save()
             self.on_cycle(report, slot.on_time)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, slot.due - self.clock())):
-                    await stop.wait()
+            await wait_any(stop, timeout_s=slot.due - self.clock())
         self.save()

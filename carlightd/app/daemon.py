@@ -21,6 +21,7 @@ from carlightd.core.memory import FaultEvent, FaultMemory
 from carlightd.outputs import Output
 from carlightd.outputs.mqtt.commands import CommandHandler
 from carlightd.outputs.mqtt.publisher import DaemonLink, Publisher
+from carlightd.runtime import signals
 from carlightd.sources.simulated.car import Car
 from carlightd.sources.simulated.source import SimulatedSource
 from carlightd.store import statelock
@@ -401,21 +402,14 @@ async def run(settings: Settings, config_path: Path | None = None) -> None:
     # every collection (each cycle makes a few thousand short-lived objects).
     gc.collect()
     gc.freeze()
-    loop = asyncio.get_running_loop()
 
     def stop() -> None:
         service.notifier.stopping()
         service.stop.set()
 
-    loop.add_signal_handler(signal.SIGTERM, stop)
-    loop.add_signal_handler(signal.SIGINT, stop)
-    loop.add_signal_handler(signal.SIGHUP, service.reload)
-    try:
+    # Once the daemon has stopped and said `offline`, a late second Ctrl-C (or SIGTERM) must not
+    # turn that clean stop into a KeyboardInterrupt on the way out of the process.
+    with signals.stopping(
+        stop, also={signal.SIGHUP: service.reload}, ignore_after=signals.STOP_SIGNALS
+    ):
         await service.run()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        # The daemon has stopped and said `offline`: a late second Ctrl-C (or SIGTERM) must not
-        # turn that clean stop into a KeyboardInterrupt on the way out of the process.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)

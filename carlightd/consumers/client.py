@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import aiomqtt
@@ -15,6 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from carlightd.config import Settings
+from carlightd.consumers.follower import follow
 from carlightd.consumers.received import Malformed, Received, parse, relative
 from carlightd.consumers.terminal import WatchState, clean, render, warning
 from carlightd.contract.commands import COMMANDS
@@ -27,19 +29,48 @@ from carlightd.contract.payloads import (
     payload_bytes,
 )
 from carlightd.errors import CarlightdError
-from carlightd.outputs.mqtt.publisher import make_client
+from carlightd.runtime.connection import make_client
 
 RESPONSE_TIMEOUT_S = 5.0
 RETAINED_WAIT_S = 2.0
+# What the live table follows, below the vehicle's root.
+WATCH_LIVE_TOPICS = ("availability", "faults", "components/+", "events")
 
 
 class ClientError(CarlightdError):
     """Something a user must be told: no broker, no daemon, no answer."""
 
 
-def _client(settings: Settings) -> aiomqtt.Client:
+def _client_id() -> str:
     # A unique id, so several CLI calls (and the daemon) never kick each other off the broker.
-    return make_client(settings, f"carlightd-cli-{uuid.uuid4().hex[:12]}", will=None)
+    return f"carlightd-cli-{uuid.uuid4().hex[:12]}"
+
+
+def _client(settings: Settings) -> aiomqtt.Client:
+    return make_client(settings, _client_id(), will=None)
+
+
+async def _view(
+    settings: Settings,
+    topics: Sequence[str],
+    handle: Callable[[aiomqtt.Message], bool],
+    on_connection: Callable[[bool], None],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Follow as a command-line viewer does: with an id of its own, and no broker at first is a
+    `ClientError` (said, not waited on); a connection lost later is made again."""
+    try:
+        await follow(
+            settings,
+            topics,
+            handle,
+            client_id=_client_id(),
+            stop=stop,
+            on_connection=on_connection,
+            must_connect_first=True,
+        )
+    except aiomqtt.MqttError as error:
+        raise _unreachable(settings, error) from None
 
 
 def _warn(line: str) -> None:
@@ -102,38 +133,43 @@ async def current_faults(
     topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
     faults: FaultsPayload | None = None
     availability: str | None = None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    deadline: list[asyncio.TimerHandle] = []
+
+    def connected(up: bool) -> None:
+        # Retained messages arrive right after subscribing: what is not there by now, is not.
+        if up and not deadline:
+            deadline.append(loop.call_later(timeout_s, stop.set))
+
+    def handle(message: aiomqtt.Message) -> bool:
+        nonlocal faults, availability
+        topic = str(message.topic)
+        below = relative(topics.root, topic) or ""
+        try:
+            received = parse(below, payload_bytes(message.payload))
+        except Malformed as problem:
+            if below == "faults":
+                raise ClientError(
+                    f"the fault list on {clean(topic)} is malformed, so it is not "
+                    f"shown: {clean(problem, 200)}"
+                ) from None
+            warn(warning(topic, problem))
+            availability = "availability malformed"
+            return False
+        if received is None:
+            return False  # some brokers also hand over other retained messages
+        if isinstance(received.value, FaultsPayload):
+            faults = received.value
+        elif isinstance(received.value, str):
+            availability = received.value
+        return faults is not None and availability is not None
+
     try:
-        async with _client(settings) as client:
-            await client.subscribe(topics.faults, qos=1)
-            await client.subscribe(topics.availability, qos=1)
-            try:
-                async with asyncio.timeout(timeout_s):
-                    async for message in client.messages:
-                        topic = str(message.topic)
-                        below = relative(topics.root, topic) or ""
-                        try:
-                            received = parse(below, payload_bytes(message.payload))
-                        except Malformed as problem:
-                            if below == "faults":
-                                raise ClientError(
-                                    f"the fault list on {clean(topic)} is malformed, so it is not "
-                                    f"shown: {clean(problem, 200)}"
-                                ) from None
-                            warn(warning(topic, problem))
-                            availability = "availability malformed"
-                            continue
-                        if received is None:
-                            continue  # some brokers also hand over other retained messages
-                        if isinstance(received.value, FaultsPayload):
-                            faults = received.value
-                        elif isinstance(received.value, str):
-                            availability = received.value
-                        if faults is not None and availability is not None:
-                            break
-            except TimeoutError:
-                pass
-    except aiomqtt.MqttError as error:
-        raise _unreachable(settings, error) from None
+        await _view(settings, [topics.faults, topics.availability], handle, connected, stop)
+    finally:
+        for timer in deadline:
+            timer.cancel()
     return faults, availability
 
 
@@ -170,26 +206,25 @@ async def watch_live(
     A payload that cannot be shown is one warning line above the table, and the view goes on."""
     topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
     state = WatchState(topics.root)
-    try:
-        async with _client(settings) as client:
-            await client.subscribe(f"{topics.root}/availability", qos=1)
-            await client.subscribe(f"{topics.root}/faults", qos=1)
-            await client.subscribe(f"{topics.root}/components/+", qos=1)
-            await client.subscribe(f"{topics.root}/events", qos=1)
-            with Live(render(state), console=console, refresh_per_second=4) as live:
-                async for message in client.messages:
-                    topic = str(message.topic)
-                    try:
-                        state.fold(topic, payload_bytes(message.payload))
-                        live.update(render(state))
-                    except Exception as error:  # a viewer shows the problem and goes on
-                        live.console.print(
-                            Text(_skipped(topic, error), style="yellow"), soft_wrap=True
-                        )
-                    if until(state):
-                        break
-    except aiomqtt.MqttError as error:
-        raise _unreachable(settings, error) from None
+    with contextlib.ExitStack() as screen:
+        lives: list[Live] = []  # the table, once the broker has been reached
+
+        def connected(up: bool) -> None:
+            if up and not lives:
+                live = Live(render(state), console=console, refresh_per_second=4)
+                lives.append(screen.enter_context(live))
+
+        def handle(message: aiomqtt.Message) -> bool:
+            live, topic = lives[0], str(message.topic)
+            try:
+                state.fold(topic, payload_bytes(message.payload))
+                live.update(render(state))
+            except Exception as error:  # a viewer shows the problem and goes on
+                live.console.print(Text(_skipped(topic, error), style="yellow"), soft_wrap=True)
+            return until(state)
+
+        followed = [f"{topics.root}/{below}" for below in WATCH_LIVE_TOPICS]
+        await _view(settings, followed, handle, connected)
     return state
 
 
@@ -229,24 +264,23 @@ async def watch(
 
     A payload that cannot be shown is one warning line (on stderr by default), and it goes on."""
     topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
-    try:
-        async with _client(settings) as client:
-            for topic in (topics.availability, topics.faults, topics.events):
-                await client.subscribe(topic, qos=1)
+    announced: list[bool] = []
+
+    def connected(up: bool) -> None:
+        if up and not announced:
             print(f"watching {clean(topics.root)} (Ctrl-C to stop)", file=out, flush=True)
-            async for message in client.messages:
-                topic = str(message.topic)
-                try:
-                    received = parse(
-                        relative(topics.root, topic) or "", payload_bytes(message.payload)
-                    )
-                    line = None if received is None else plain_line(received)
-                except Exception as error:  # a viewer shows the problem and goes on
-                    warn(_skipped(topic, error))
-                    line = None
-                if line is not None:
-                    print(line, file=out, flush=True)
-                if until():
-                    return
-    except aiomqtt.MqttError as error:
-        raise _unreachable(settings, error) from None
+            announced.append(True)
+
+    def handle(message: aiomqtt.Message) -> bool:
+        topic = str(message.topic)
+        try:
+            received = parse(relative(topics.root, topic) or "", payload_bytes(message.payload))
+            line = None if received is None else plain_line(received)
+        except Exception as error:  # a viewer shows the problem and goes on
+            warn(_skipped(topic, error))
+            line = None
+        if line is not None:
+            print(line, file=out, flush=True)
+        return until()
+
+    await _view(settings, [topics.availability, topics.faults, topics.events], handle, connected)

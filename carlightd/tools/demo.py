@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import signal
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -19,6 +18,8 @@ from carlightd.app.daemon import Service
 from carlightd.config import Settings
 from carlightd.consumers.dashboard.server import serving
 from carlightd.core.domain import Ignition
+from carlightd.runtime import signals
+from carlightd.runtime.waiting import wait_any
 from carlightd.tools.embedded_broker import embedded_broker
 
 log = logs.get("carlightd.demo")
@@ -64,19 +65,12 @@ async def run_script(service: Service, stop: asyncio.Event) -> None:
             continue
         log.info("demo_break", component=part, failure=failure)
         car.inject(part, failure)
-        if await _sleep_or_stop(stop, BROKEN_S):
+        if await wait_any(stop, timeout_s=BROKEN_S):
             return
         log.info("demo_repair", component=part)
         car.repair(part)
-        if await _sleep_or_stop(stop, REST_S):
+        if await wait_any(stop, timeout_s=REST_S):
             return
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    return stop.is_set()
 
 
 def demo_settings(settings: Settings, state_dir: Path) -> Settings:
@@ -128,15 +122,9 @@ async def demo(settings: Settings, out: TextIO) -> None:
         settings = demo_settings(settings, Path(state_dir))
         async with a_broker(settings, out), a_dashboard(settings) as url:
             service = Service(settings)
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, service.stop.set)
             print(f"Dashboard: {url}  (open it in a browser)", file=out)
             print(instructions(settings), file=out, flush=True)
-            try:
+            with signals.stopping(service.stop.set):
                 async with asyncio.TaskGroup() as group:
                     group.create_task(service.run(), name="service")
                     group.create_task(run_script(service, service.stop), name="demo-script")
-            finally:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)

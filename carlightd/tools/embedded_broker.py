@@ -7,11 +7,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
 from carlightd.errors import CarlightdError
+from carlightd.runtime import signals
 
 SHUTDOWN_S = 1.0
 
@@ -49,11 +49,9 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[None]:
 
 async def _serve(host: str, port: int) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with embedded_broker(host, port):
-        await stop.wait()
+    with signals.stopping(stop.set):
+        async with embedded_broker(host, port):
+            await stop.wait()
 
 
 def main() -> None:

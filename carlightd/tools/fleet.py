@@ -7,10 +7,8 @@ to use every core.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import random
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,8 @@ from carlightd.app.daemon import Service
 from carlightd.app.systemd import Notifier
 from carlightd.config import Settings
 from carlightd.core.domain import FAILURES
+from carlightd.runtime import signals
+from carlightd.runtime.waiting import wait_any
 
 log = logs.get("carlightd.fleet")
 REPAIR_AFTER_S = 10.0
@@ -73,9 +73,7 @@ async def _chaos(
     rng = random.Random(seed)
     repairs: list[tuple[float, Service, str]] = []
     while not stop.is_set() and rate_per_s > 0:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(rng.expovariate(rate_per_s)):
-                await stop.wait()
+        await wait_any(stop, timeout_s=rng.expovariate(rate_per_s))
         now = time.monotonic()
         service = rng.choice(services)
         car = service.daemon.car
@@ -113,22 +111,15 @@ async def run_shard(
 
     async def clock() -> None:
         nonlocal baseline
-        if warmup_s:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(warmup_s):
-                    await stop.wait()
+        await wait_any(stop, timeout_s=warmup_s)
         baseline = totals()
         if seconds is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await stop.wait()
+            await wait_any(stop, timeout_s=seconds)
             stop.set()
 
     async def report() -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REPORT_EVERY_S):
-                    await stop.wait()
+            await wait_any(stop, timeout_s=REPORT_EVERY_S)
             log.info("fleet", vehicles=len(services), **totals())
 
     measured_from = started
@@ -178,12 +169,10 @@ async def _until_signalled(
 ) -> FleetStats:
     """One shard in this process, stopped by SIGTERM or SIGINT (or after `seconds`)."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return await run_shard(
-        base, indices, seconds=seconds, fault_rate=fault_rate, stop=stop, warmup_s=warmup_s
-    )
+    with signals.stopping(stop.set):
+        return await run_shard(
+            base, indices, seconds=seconds, fault_rate=fault_rate, stop=stop, warmup_s=warmup_s
+        )
 
 
 def run_fleet(

@@ -36,12 +36,15 @@ from yarl import URL
 from carlightd import logs
 from carlightd.config import Settings
 from carlightd.consumers.client import ClientError, send_command
+from carlightd.consumers.follower import follow as follow_topics
 from carlightd.consumers.received import Malformed, parse, relative
 from carlightd.consumers.terminal import clean
 from carlightd.contract.commands import COMMANDS
 from carlightd.contract.payloads import Topics, payload_bytes
 from carlightd.core.domain import FAILURES, Kind
-from carlightd.outputs.mqtt.publisher import backoff_delays, cancel_and_wait, make_client
+from carlightd.runtime import signals
+from carlightd.runtime.connection import backoff_delays
+from carlightd.runtime.waiting import wait_any
 
 log = logs.get("carlightd.dashboard")
 
@@ -190,47 +193,28 @@ STATE: web.AppKey[LiveState] = web.AppKey("state", LiveState)
 
 
 async def follow_broker(state: LiveState, stop: asyncio.Event) -> None:
-    """Subscribe to the vehicle's topics and keep the state current; reconnect with backoff.
+    """Subscribe to the vehicle's topics and keep the state current, through the consumers' one
+    follower (it reconnects with backoff, and returns when `stop` is set). A malformed payload is
+    a note, not an error; anything else that goes wrong is raised, and `supervise` starts the
+    follower again."""
 
-    Returns when `stop` is set, leaving the MQTT connection by the front door (no cancellation
-    inside the client's context, which would leave its socket to the garbage collector).
-    A malformed payload is a note, not an error; anything else that goes wrong is raised, and
-    `supervise` starts the follower again."""
-    delays = backoff_delays(random.Random())
-    settings = state.settings
+    def handle(message: aiomqtt.Message) -> bool:
+        for update in state.fold(str(message.topic), payload_bytes(message.payload)):
+            state.broadcast(update)
+        return False  # a dashboard follows until it is stopped
 
-    async def consume(client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            for update in state.fold(str(message.topic), payload_bytes(message.payload)):
-                state.broadcast(update)
+    def connection(connected: bool) -> None:
+        state.broker_connected = connected
+        state.broadcast({"type": "broker", "connected": connected})
 
-    while not stop.is_set():
-        client = make_client(settings, f"carlightd-dashboard-{id(state):x}", will=None)
-        delay = 0.0
-        try:
-            async with client:
-                await client.subscribe(f"{state.topics.root}/#", qos=1)
-                state.broker_connected = True
-                state.broadcast({"type": "broker", "connected": True})
-                delays = backoff_delays(random.Random())
-                consumer = asyncio.ensure_future(consume(client))
-                stopped = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([consumer, stopped], return_when=asyncio.FIRST_COMPLETED)
-                await cancel_and_wait(stopped)
-                if not consumer.done():
-                    await cancel_and_wait(consumer)
-                elif consumer.exception() is not None:
-                    raise consumer.exception()  # type: ignore[misc]
-        except aiomqtt.MqttError as error:
-            delay = next(delays)
-            log.warning(
-                "dashboard_broker_unreachable", error=str(error), retry_in_s=round(delay, 2)
-            )
-        state.broker_connected = False
-        state.broadcast({"type": "broker", "connected": False})
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
+    await follow_topics(
+        state.settings,
+        [f"{state.topics.root}/#"],
+        handle,
+        client_id=f"carlightd-dashboard-{id(state):x}",
+        stop=stop,
+        on_connection=connection,
+    )
 
 
 async def supervise(
@@ -262,9 +246,7 @@ async def supervise(
             state.broadcast(state.mark_stale(why))
         else:
             return  # stopped
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
+        await wait_any(stop, timeout_s=delay)
 
 
 @dataclass(frozen=True)
@@ -486,12 +468,8 @@ async def serving(
 
 
 async def run(settings: Settings, host: str, port: int, announce: Any = print) -> None:
-    import signal  # noqa: PLC0415
-
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with serving(settings, host, port) as (bound_host, bound_port):
-        announce(f"carlightd dashboard: http://{bound_host}:{bound_port}/  (Ctrl-C stops it)")
-        await stop.wait()
+    with signals.stopping(stop.set):
+        async with serving(settings, host, port) as (bound_host, bound_port):
+            announce(f"carlightd dashboard: http://{bound_host}:{bound_port}/  (Ctrl-C stops it)")
+            await stop.wait()

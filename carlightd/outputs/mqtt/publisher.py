@@ -15,7 +15,6 @@ import json
 import os
 import random
 import socket
-import ssl
 import time
 import uuid
 import zlib
@@ -44,19 +43,19 @@ from carlightd.contract.payloads import (
     payload_bytes,
 )
 from carlightd.core.diagnoser import CycleReport
-from carlightd.outputs.mqtt import discovery_record, homeassistant, inbox, tcp
+from carlightd.outputs.mqtt import discovery_record, homeassistant, inbox
 from carlightd.outputs.mqtt.commands import CommandHandler, printable
+from carlightd.runtime.connection import (
+    CONNECT_TIMEOUT_S,
+    backoff_delays,
+    cancel_and_wait,
+    make_client,
+)
+from carlightd.runtime.waiting import wait_any
 from carlightd.store.outbox import Outbox
 
 log = logs.get("carlightd.mqtt")
 
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 30.0
-CONNECT_TIMEOUT_S = 5.0
-# Bounded queues inside the MQTT client: requests beyond this wait are dropped (aiomqtt logs it),
-# and paho never holds more than this many unsent messages.
-MAX_QUEUED_INCOMING = 100
-MAX_QUEUED_OUTGOING = 1_000
 STOP_FLUSH_S = 1.0
 # Retained topics sent together before awaiting their acknowledgements: enough to fill a write,
 # few enough that aiomqtt's and paho's per-message bookkeeping (which scans what is in flight)
@@ -70,78 +69,11 @@ SHORT_SESSION_S = 30.0
 TAKEOVERS_BEFORE_ERROR = 3
 
 
-def backoff_delays(rng: random.Random) -> Any:
-    """Exponential backoff with "equal jitter": each wait is between half and all of the step."""
-    step = BACKOFF_FIRST_S
-    while True:
-        yield step / 2 + rng.uniform(0, step / 2)
-        step = min(BACKOFF_MAX_S, step * 2)
-
-
-async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
-    """Cancel a task and wait until it has really stopped.
-
-    In Python 3.11, asyncio.wait_for (which aiomqtt uses around every publish) can swallow a
-    cancellation that arrives just as the awaited call completes (CPython gh-86296); the task then
-    carries on. Cancelling again until it is done makes stopping reliable.
-    """
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.05)
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    """Wait until any of the events is set."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    tls = settings.mqtt.tls
-    if not tls.enabled:
-        return None
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    context.check_hostname = tls.check_hostname
-    return context
-
-
 def client_id(root: str, vehicle: str) -> str:
     """Stable and unique per vehicle root: two daemons sharing a broker never kick each other off
     (a broker disconnects the older of two clients with one id), even for the same vehicle id
     under different base topics."""
     return f"carlightd-{vehicle}-{zlib.crc32(root.encode()):08x}"
-
-
-def make_client(
-    settings: Settings,
-    identifier: str,
-    will: aiomqtt.Will | None,
-    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
-) -> aiomqtt.Client:
-    mqtt = settings.mqtt
-    client = aiomqtt.Client(
-        mqtt.host,
-        mqtt.port,
-        username=mqtt.username,
-        password=settings.mqtt_password(),
-        identifier=identifier,
-        keepalive=mqtt.keepalive_s,
-        will=will,
-        timeout=CONNECT_TIMEOUT_S,
-        tls_context=tls_context(settings),
-        max_queued_incoming_messages=MAX_QUEUED_INCOMING,
-        queue_type=queue_type,
-        max_queued_outgoing_messages=MAX_QUEUED_OUTGOING,
-        socket_options=[tcp.NODELAY],  # small messages, sent as they happen
-    )
-    tcp.acknowledge_at_once(client)
-    return client
 
 
 @dataclass(frozen=True)
@@ -450,9 +382,7 @@ class Publisher:
                     self._report_takeover(client_id(self.topics.root, self.vehicle))
             finally:
                 self.connected = False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await _first_of(stop, self._reconnect)
+            await wait_any(stop, self._reconnect, timeout_s=delay)
 
     def _report_takeover(self, identifier: str) -> None:
         other = self._foreign_instance or "unknown (it published no status)"
@@ -499,7 +429,7 @@ class Publisher:
                 sender = group.create_task(self._send_forever(client), name="mqtt-send")
                 receiver = group.create_task(self._receive_forever(client), name="mqtt-receive")
                 summary = group.create_task(self._summarise_forever(), name="mqtt-summary")
-                await _first_of(stop, self._reconnect)
+                await wait_any(stop, self._reconnect, timeout_s=None)
                 for task in (receiver, sender, summary):
                     await cancel_and_wait(task)
         except BaseException:
