@@ -7,14 +7,15 @@ written into the TOML file is refused, so it never ends up in a repository.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import ssl
 import stat
 import tomllib
-from collections import Counter
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -29,15 +30,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from carlightd.core.domain import Ignition
+from carlightd.core.kinds import KINDS, check_car
+from carlightd.core.kinds.spec import Identifier, PartConfig
 from carlightd.errors import CarlightdError
 
 ENV_PREFIX = "CARLIGHTD_"
 CONFIG_PATH_ENV = "CARLIGHTD_CONFIG"
-
-Identifier = Annotated[
-    str,
-    Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
-]
 
 
 class _Section(BaseModel):
@@ -245,45 +243,19 @@ class HomeAssistantConfig(_Section):
     mode: Literal["device", "entity"] = "device"
 
 
-LampFunction = Literal[
-    "headlamp", "high_beam", "tail", "brake", "turn_left", "turn_right", "reverse", "license_plate"
-]
+def _component_union() -> Any:
+    """Every kind's configuration model, told apart by `kind`, in the registry's order."""
+    return Annotated[
+        functools.reduce(operator.or_, (spec.config_model for spec in KINDS.values())),
+        Field(discriminator="kind"),
+    ]
 
 
-class LampConfig(_Section):
-    kind: Literal["lamp"]
-    id: Identifier
-    function: LampFunction
-    technology: Literal["incandescent", "led"] = "incandescent"
-    # Below 2 W a lamp draws so little that sense noise could pass for a dim lamp.
-    power_w: float = Field(ge=2.0, le=200.0)
-    controller: Identifier = "bcm"
-
-
-class BatteryConfig(_Section):
-    kind: Literal["battery"]
-    id: Identifier
-    capacity_ah: float = Field(default=60.0, gt=1.0, le=400.0)
-    internal_resistance_mohm: float = Field(default=5.0, gt=0.5, le=20.0)
-    initial_soc: float = Field(default=0.85, ge=0.3, le=1.0)
-
-
-class AlternatorConfig(_Section):
-    kind: Literal["alternator"]
-    id: Identifier
-    rated_current_a: float = Field(default=120.0, gt=10.0, le=400.0)
-    setpoint_v: float = Field(default=14.2, ge=13.5, le=14.8)
-
-
-class ControllerConfig(_Section):
-    kind: Literal["controller"]
-    id: Identifier
-
-
-ComponentConfig = Annotated[
-    LampConfig | BatteryConfig | AlternatorConfig | ControllerConfig,
-    Field(discriminator="kind"),
-]
+if TYPE_CHECKING:
+    # Type checkers see the common base; pydantic validates against the tagged union.
+    ComponentConfig = PartConfig
+else:
+    ComponentConfig = _component_union()
 
 
 class Settings(BaseSettings):
@@ -316,21 +288,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_coherent_car(self) -> Settings:
-        ids = Counter(component.id for component in self.components)
-        repeated = sorted(name for name, count in ids.items() if count > 1)
-        if repeated:
-            raise ValueError(f"component ids must be unique; repeated: {', '.join(repeated)}")
-        for kind in ("battery", "alternator"):
-            count = sum(1 for component in self.components if component.kind == kind)
-            if count != 1:
-                raise ValueError(f"the car needs exactly one {kind} component, found {count}")
-        controllers = {c.id for c in self.components if c.kind == "controller"}
-        for component in self.components:
-            if component.kind == "lamp" and component.controller not in controllers:
-                raise ValueError(
-                    f"lamp {component.id!r} names controller {component.controller!r}, "
-                    "which is not a controller component"
-                )
+        check_car(self.components)
         return self
 
     def mqtt_password(self) -> str | None:
@@ -418,4 +376,4 @@ def describe(error: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-_KIND_TAGS = {"lamp", "battery", "alternator", "controller"}
+_KIND_TAGS = {str(kind) for kind in KINDS}

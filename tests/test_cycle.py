@@ -14,7 +14,8 @@ from carlightd import logs
 from carlightd.app.cycle import read_all
 from carlightd.app.daemon import build
 from carlightd.core.diagnoser import CycleReport
-from carlightd.core.domain import ControllerReading, Reading
+from carlightd.core.domain import Reading
+from carlightd.core.kinds.controller import ControllerReading
 from carlightd.core.selftests import NO_READING
 from tests.simulate import settings
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from carlightd.core.domain import FAILURES, Kind
+from carlightd.core.domain import Kind
 from carlightd.core.dtc import CatalogueError, catalogue, parse_catalogue
+from carlightd.core.kinds import FAILURES
 
 
 def test_every_failure_has_one_code() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from carlightd.config import AlternatorConfig, BatteryConfig, LampConfig
 from carlightd.core.domain import Ignition
+from carlightd.core.kinds.alternator import AlternatorConfig
+from carlightd.core.kinds.battery import BatteryConfig
+from carlightd.core.kinds.lamp import LampConfig
 from carlightd.sources.simulated.electrical import Alternator, Battery, Lamp, Loads, solve_bus
 from carlightd.sources.simulated.profile import driver_inputs
 from tests.simulate import Bench

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from carlightd.core.domain import Ignition, LampReading
+from carlightd.core.domain import Ignition, Kind
+from carlightd.core.kinds.lamp import LampReading
 from tests.simulate import Bench
 
 
@@ -43,7 +44,7 @@ def test_the_drive_profile_covers_every_lamp_on_and_off() -> None:
         for part_id, state in report.components.items():
             if isinstance(state.reading, LampReading):
                 (seen_on if state.reading.commanded_on else seen_off).add(part_id)
-    lamps = set(bench.car.lamps)
+    lamps = {pid for pid, kind in bench.car.kinds.items() if kind is Kind.LAMP}
     assert seen_on == lamps
     assert seen_off == lamps
 

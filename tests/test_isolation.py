@@ -7,8 +7,10 @@ import random
 
 import pytest
 
-from carlightd.core.domain import FAILURES, Ignition, Kind, LampReading
+from carlightd.core.domain import Ignition, Kind
 from carlightd.core.isolation import Topology, isolate
+from carlightd.core.kinds import FAILURES
+from carlightd.core.kinds.lamp import LampReading
 from carlightd.core.selftests import NO_ANSWER, PASSED, SelfTestResult, Verdict
 from tests.simulate import Bench, settings
 

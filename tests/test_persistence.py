@@ -50,7 +50,7 @@ def test_confirmed_faults_and_sequence_survive_a_restart(tmp_path: Path) -> None
     }
     restarted = Bench(ignition=Ignition.RUN)
     restarted.memory = memory
-    restarted.diagnoser = Diagnoser(restarted.settings, memory)
+    restarted.diagnoser = Diagnoser(restarted.settings.components, memory)
     restarted.car.inject("alternator", "overcharging")  # still broken; the lamp was replaced
     events = []
     for _ in range(4):

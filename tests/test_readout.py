@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from carlightd.core.domain import LampReading
+from carlightd.core.kinds.lamp import LampReading
 from carlightd.core.selftests import NO_READING
 from carlightd.sources.simulated.readout import SimulatedSensorBus
 from tests.simulate import Bench, read_now

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from carlightd.config import AlternatorConfig, BatteryConfig, LampConfig
-from carlightd.core.domain import (
-    FAILURES,
-    AlternatorReading,
-    BatteryReading,
-    ControllerReading,
-    Ignition,
-    Kind,
-    LampReading,
-)
-from carlightd.core.selftests import (
-    NO_READING,
-    AlternatorTest,
-    BatteryTest,
-    ControllerTest,
-    LampTest,
-    Verdict,
-)
+from carlightd.core.domain import Ignition, Kind
+from carlightd.core.kinds import FAILURES
+from carlightd.core.kinds.alternator import AlternatorConfig, AlternatorReading, AlternatorTest
+from carlightd.core.kinds.battery import BatteryConfig, BatteryReading, BatteryTest
+from carlightd.core.kinds.controller import ControllerReading, ControllerTest
+from carlightd.core.kinds.lamp import LampConfig, LampReading, LampTest
+from carlightd.core.selftests import NO_READING, Verdict
 from tests.simulate import Bench
 
 H7 = LampConfig(kind="lamp", id="h", function="headlamp", technology="incandescent", power_w=55)

@@ -122,7 +122,7 @@ def _assemble(
                 seq=memory.seq,
                 undelivered_events=len(undelivered),
             )
-    diagnoser = Diagnoser(settings, memory)
+    diagnoser = Diagnoser(settings.components, memory)
     runner = CycleRunner(
         source=source,
         diagnoser=diagnoser,

@@ -5,31 +5,20 @@ readings ──► self-tests ──► isolation ──► fault memory ──�
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from carlightd.config import ComponentConfig, Settings
-from carlightd.core.domain import (
-    AlternatorReading,
-    BatteryReading,
-    ControllerReading,
-    Ignition,
-    Kind,
-    Reading,
-)
+from carlightd.core.domain import Ignition, Kind, Reading
 from carlightd.core.dtc import WarningLamp, lookup
 from carlightd.core.isolation import Finding, Topology, isolate
+from carlightd.core.kinds import PartConfig, self_test_for
+from carlightd.core.kinds.alternator import AlternatorReading
+from carlightd.core.kinds.battery import BatteryReading, state_of_charge
+from carlightd.core.kinds.controller import ControllerReading
 from carlightd.core.memory import FaultEvent, FaultMemory, FaultRecord, FaultStatus
-from carlightd.core.selftests import (
-    ReadOutcome,
-    SelfTest,
-    Verdict,
-    as_reading,
-    self_test_for,
-    state_of_charge,
-)
+from carlightd.core.selftests import ReadOutcome, SelfTest, Verdict, as_reading
 
 ComponentStatus = Literal["ok", "pending", "failed", "untested"]
 
@@ -137,11 +126,14 @@ def _telemetry(ignition: Ignition, readings: Mapping[str, ReadOutcome]) -> Telem
 
 
 class Diagnoser:
-    """Holds what persists between cycles: the self-tests, the topology and the fault memory."""
+    """Holds what persists between cycles: the self-tests, the topology and the fault memory.
 
-    def __init__(self, settings: Settings, memory: FaultMemory) -> None:
-        self.tests: dict[str, SelfTest] = {c.id: self_test_for(c) for c in settings.components}
-        self.topology = Topology(settings.components)
+    Given the configured parts and a fault memory (which holds the debounce numbers), never the
+    whole configuration: the core does not know the configuration loader."""
+
+    def __init__(self, components: Sequence[PartConfig], memory: FaultMemory) -> None:
+        self.tests: dict[str, SelfTest] = {c.id: self_test_for(c) for c in components}
+        self.topology = Topology(components)
         self.memory = memory
         self.cycle = 0
         self._carried: list[FaultEvent] = []  # events to hand on with the next report
@@ -169,7 +161,7 @@ class Diagnoser:
         self._last = (ignition, findings, readings)
         return self._report(events, now)
 
-    def replace_parts(self, components: list[ComponentConfig], now: datetime) -> None:
+    def replace_parts(self, components: Sequence[PartConfig], now: datetime) -> None:
         """The car's parts changed (a reload): new tests and topology; what is remembered of a part
         that is gone (or is now another kind of part) is cleared, and the next report says so."""
         self.tests = {c.id: self_test_for(c) for c in components}

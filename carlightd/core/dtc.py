@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from carlightd.core.domain import FAILURES, Kind
+from carlightd.core.domain import Kind
+from carlightd.core.kinds import FAILURES
 from carlightd.errors import CarlightdError
 
 WarningLamp = Literal["bulb", "battery", "check_engine"]

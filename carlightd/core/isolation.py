@@ -1,9 +1,10 @@
 """Isolation: which failed part is the root cause, and which symptoms are only its consequences.
 
 Parts depend on others (DESIGN §3): a lamp on the controller that measures it and on the supply;
-the battery's charge on the alternator while the engine runs. A symptom is reported as a consequence
-of a dependency only where a physical path from the dependency's failure to that symptom exists,
-listed in CAUSES; anything else a part shows is its own fault.
+the battery's charge on the alternator while the engine runs. Each kind declares its own links in
+its module (`carlightd.core.kinds`). A symptom is reported as a consequence of a dependency only
+where a physical path from the dependency's failure to that symptom exists, listed in CAUSES;
+anything else a part shows is its own fault.
 
 Most of the isolation happens earlier, by design of the self-tests: a lamp is judged at the measured
 supply voltage, so a flat battery never makes a lamp fail, and an alternator giving all it has is
@@ -13,21 +14,26 @@ controller is not answering.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 
-from carlightd.config import ComponentConfig, LampConfig
 from carlightd.core.domain import Kind
+from carlightd.core.kinds import KINDS, PartConfig
 from carlightd.core.selftests import NO_ANSWER, SelfTestResult, Verdict
 
-# (dependency kind, its failure) -> {dependent kind: failures that it can cause there}.
-# An alternator that does not charge lets the battery run flat; nothing else it does makes a
-# battery look discharged, weak or short of a cell.
-CAUSES: dict[tuple[Kind, str], dict[Kind, frozenset[str]]] = {
-    (Kind.ALTERNATOR, "no_output"): {Kind.BATTERY: frozenset({"discharged"})},
-    (Kind.ALTERNATOR, "undercharging"): {Kind.BATTERY: frozenset({"discharged"})},
-    (Kind.ALTERNATOR, "diode_failure"): {Kind.BATTERY: frozenset({"discharged"})},
-}
+
+def _causes() -> dict[tuple[Kind, str], dict[Kind, frozenset[str]]]:
+    """(dependency kind, its failure) -> {dependent kind: failures that it can cause there},
+    gathered from what each kind says it can suffer from its dependencies (`caused_by`)."""
+    causes: dict[tuple[Kind, str], dict[Kind, frozenset[str]]] = {}
+    for spec in KINDS.values():
+        for dependency, table in spec.caused_by.items():
+            for failure, symptoms in table.items():
+                causes.setdefault((dependency, failure), {})[spec.kind] = symptoms
+    return causes
+
+
+CAUSES = _causes()
 
 
 # Not frozen: one is built for every part on every cycle, and a frozen dataclass costs four
@@ -43,23 +49,22 @@ class Finding:
 
 
 class Topology:
-    """Who depends on whom, derived from the configured parts."""
+    """Who depends on whom, derived from the configured parts and what their kinds declare."""
 
-    def __init__(self, components: list[ComponentConfig]) -> None:
+    def __init__(self, components: Sequence[PartConfig]) -> None:
         self.kinds = {c.id: Kind(c.kind) for c in components}
-        battery = next(c.id for c in components if c.kind == "battery")
-        alternator = next(c.id for c in components if c.kind == "alternator")
+        ids: dict[Kind, list[str]] = {kind: [] for kind in KINDS}
+        for component in components:
+            ids[Kind(component.kind)].append(component.id)
+        # Parts measured through another (a lamp through its controller): unreachable when it is.
         self.controller_of: dict[str, str] = {}
         self.depends_on: dict[str, tuple[str, ...]] = {}
         for component in components:
-            match component:
-                case LampConfig():
-                    self.controller_of[component.id] = component.controller
-                    self.depends_on[component.id] = (component.controller, battery, alternator)
-                case _ if component.kind == "battery":
-                    self.depends_on[component.id] = (alternator,)
-                case _:
-                    self.depends_on[component.id] = ()
+            spec = KINDS[Kind(component.kind)]
+            controller = spec.measured_by(component)
+            if controller is not None:
+                self.controller_of[component.id] = controller
+            self.depends_on[component.id] = spec.depends_on(component, ids)
 
 
 def isolate(

@@ -30,7 +30,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from carlightd import logs
-from carlightd.core.domain import FAILURES, Kind
+from carlightd.core.domain import Kind
+from carlightd.core.kinds import FAILURES
 from carlightd.core.memory import (
     MAX_SEQ,
     EventType,

@@ -18,7 +18,7 @@ from carlightd import logs
 from carlightd.app.daemon import Service
 from carlightd.app.systemd import Notifier
 from carlightd.config import Settings
-from carlightd.core.domain import FAILURES
+from carlightd.core.kinds import FAILURES
 from carlightd.runtime import signals
 from carlightd.runtime.waiting import wait_any
 

@@ -56,7 +56,7 @@ class Bench:
         )
         diagnostics = self.settings.diagnostics
         self.memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
-        self.diagnoser = Diagnoser(self.settings, self.memory)
+        self.diagnoser = Diagnoser(self.settings.components, self.memory)
         self.now = T0
 
     def cycle(self, dt_s: float = 1.0) -> CycleReport:

@@ -41,7 +41,8 @@ from carlightd.consumers.received import Malformed, parse, relative
 from carlightd.consumers.terminal import clean
 from carlightd.contract.commands import COMMANDS
 from carlightd.contract.payloads import Topics, payload_bytes
-from carlightd.core.domain import FAILURES, Kind
+from carlightd.core.domain import Kind
+from carlightd.core.kinds import FAILURES
 from carlightd.runtime import signals
 from carlightd.runtime.connection import backoff_delays
 from carlightd.runtime.waiting import wait_any

@@ -10,25 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from carlightd.config import (
-    AlternatorConfig,
-    BatteryConfig,
-    ComponentConfig,
-    ControllerConfig,
-    LampConfig,
-)
-from carlightd.core.domain import (
-    BATTERY_TEST_PULSE_A,
-    SENSOR_FAULT,
-    AlternatorReading,
-    BatteryReading,
-    ControllerReading,
-    Ignition,
-    Kind,
-    LampReading,
-    Reading,
-    check_failure,
-)
+from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind, Reading
+from carlightd.core.kinds import PartConfig, check_failure
+from carlightd.core.kinds.alternator import AlternatorConfig, AlternatorReading
+from carlightd.core.kinds.battery import BATTERY_TEST_PULSE_A, BatteryConfig, BatteryReading
+from carlightd.core.kinds.controller import ControllerConfig, ControllerReading
+from carlightd.core.kinds.lamp import LampConfig, LampReading
 from carlightd.errors import CarlightdError, UnknownPartError
 from carlightd.sources.simulated.electrical import (
     SHORT_CIRCUIT_LIMIT_A,
@@ -78,7 +65,7 @@ class Controller:
 Part = Lamp | Battery | Alternator | Controller
 
 
-def _build(config: ComponentConfig) -> Part:
+def _build(config: PartConfig) -> Part:
     match config:
         case LampConfig():
             return Lamp(config)
@@ -88,6 +75,7 @@ def _build(config: ComponentConfig) -> Part:
             return Alternator(config)
         case ControllerConfig():
             return Controller(config)
+    raise TypeError(f"{config.id}: no simulated part for a {config.kind}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +94,7 @@ class CarSnapshot:
 class Car:
     def __init__(
         self,
-        components: list[ComponentConfig],
+        components: list[PartConfig],
         *,
         seed: int,
         noise: float,

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from carlightd.config import AlternatorConfig, BatteryConfig, LampConfig
-from carlightd.core.domain import LED_DROPOUT_V, RATED_LAMP_V, open_circuit_voltage
+from carlightd.core.kinds.alternator import AlternatorConfig
+from carlightd.core.kinds.battery import BatteryConfig, open_circuit_voltage
+from carlightd.core.kinds.lamp import LED_DROPOUT_V, RATED_LAMP_V, LampConfig
 
 CELLS = 6
 CHARGE_POLARISATION_OHM = 0.040
