@@ -8,7 +8,10 @@ from carlightd.core.domain import Ignition
 from carlightd.core.kinds.alternator import AlternatorConfig
 from carlightd.core.kinds.battery import BatteryConfig
 from carlightd.core.kinds.lamp import LampConfig
-from carlightd.sources.simulated.electrical import Alternator, Battery, Lamp, Loads, solve_bus
+from carlightd.sources.simulated.electrical import Loads, solve_bus
+from carlightd.sources.simulated.parts.alternator import Alternator
+from carlightd.sources.simulated.parts.battery import Battery
+from carlightd.sources.simulated.parts.lamp import Lamp
 from carlightd.sources.simulated.profile import driver_inputs
 from tests.simulate import Bench
 

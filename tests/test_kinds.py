@@ -14,13 +14,19 @@ from pydantic import ValidationError
 
 from carlightd import config
 from carlightd.core import dtc
-from carlightd.core.domain import Kind, UnknownFailureError
+from carlightd.core.domain import Ignition, Kind, UnknownFailureError
 from carlightd.core.isolation import CAUSES, Topology
 from carlightd.core.kinds import FAILURES, KINDS, check_failure, self_test_for
 from carlightd.core.kinds.battery import BatteryConfig
 from carlightd.core.kinds.controller import ControllerConfig
+from carlightd.core.kinds.lamp import LampReading
 from carlightd.core.kinds.spec import KindRegistryError, KindSpec, build_registry
 from carlightd.errors import CarlightdError
+from carlightd.sources.simulated.car import Car
+from carlightd.sources.simulated.parts import SIMULATED, build_simulated
+from carlightd.sources.simulated.parts.alternator import Alternator
+from carlightd.sources.simulated.parts.battery import Battery
+from carlightd.sources.simulated.parts.lamp import Lamp
 from tests.simulate import settings
 
 ROOT = Path(__file__).parents[1]
@@ -105,6 +111,28 @@ def test_a_kind_that_contradicts_itself_is_refused(change: dict[str, Any], probl
         build_registry([broken if spec.kind is Kind.LAMP else spec for spec in KINDS.values()])
 
 
+def test_every_kind_has_a_simulated_part() -> None:
+    assert list(SIMULATED) == list(Kind)
+    for kind, part in SIMULATED.items():
+        assert part.kind is kind
+        assert part.__module__ == f"carlightd.sources.simulated.parts.{kind}"
+    with pytest.raises(KindRegistryError, match="no simulated part for: controller"):
+        build_simulated([Lamp, Battery, Alternator])
+
+
+def test_a_kind_without_a_simulated_part_stops_the_import() -> None:
+    done = python(
+        """
+        from carlightd.core import kinds
+        kinds.KINDS["fuse"] = kinds.KINDS[kinds.Kind.CONTROLLER]  # registered in the core …
+        import carlightd.sources.simulated.parts  # … but not simulated
+        """
+    )
+    assert done.returncode == 1
+    assert "KindRegistryError" in done.stderr
+    assert "no simulated part for: fuse" in done.stderr
+
+
 def test_every_failure_of_every_kind_has_a_dtc() -> None:
     table = dtc.catalogue()
     for kind, spec in KINDS.items():
@@ -187,6 +215,13 @@ def test_a_lamp_naming_a_part_that_is_no_controller_is_refused() -> None:
         f"lamp {components[-1]['id']!r} names controller 'battery', which is not a controller "
         "component"
     )
+
+
+def test_the_car_is_built_from_the_simulated_registry() -> None:
+    car = Car(settings().components, seed=1, noise=0.0, ignition=Ignition.RUN)
+    for part_id, kind in car.kinds.items():
+        assert type(car.parts[part_id]) is SIMULATED[kind]
+    assert isinstance(car.measure("brake_left"), LampReading)
 
 
 def test_the_core_and_its_kinds_import_no_loader_and_no_source() -> None:

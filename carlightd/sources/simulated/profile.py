@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from carlightd.core.domain import Ignition
-from carlightd.sources.simulated.electrical import IDLE_RPM
 
 ProfileName = Literal["drive", "steady"]
+
+IDLE_RPM = 800.0  # the engine idles here (and the alternator's output curve starts here)
 
 _NIGHT_PERIOD_S = 240.0
 _NIGHT_LENGTH_S = 150.0

@@ -1,4 +1,6 @@
-"""Sensors: seeded noise on every reading, and what a broken sensor reports.
+"""Sensors: seeded noise on every reading. What a broken sensor reports is each part's own
+(`parts/`): LIN/CAN "signal invalid" codes, or a sense line stuck or saturated — all outside any
+physically possible range, which is how the self-tests recognise them.
 
 Each part has its own random stream derived from (seed, part id), so a part's readings do not depend
 on the order in which the cycle happens to read the parts.
@@ -17,12 +19,6 @@ TEMPERATURE_SIGMA_C = 0.2
 RIPPLE_SIGMA_V = 0.01
 RPM_SIGMA = 5.0
 DUTY_SIGMA = 0.003
-
-# Values that broken sensors report: LIN/CAN "signal invalid" codes and a sense line stuck at zero.
-# All are outside any physically possible range, which is how the self-tests recognise them.
-LAMP_SENSE_FAULTS = ("negative", "saturated")
-BATTERY_SENSOR_FAULTS = ("lost", "stuck")
-ALTERNATOR_SENSOR_FAULTS = ("lost", "invalid")
 
 
 def part_rng(seed: int, part_id: str) -> random.Random:
