@@ -87,6 +87,9 @@ def _number(value: Any) -> float | None:
 
 
 def _reading(reading: dict[str, Any] | None) -> str:
+    """The two most telling numbers of a reading. The view knows no kind of part: it prefers the
+    electrical values every kind so far reports, and shows any other reading (a kind added since)
+    by its first numbers, named as received."""
     if not reading:
         return ""
     shown = []
@@ -95,6 +98,13 @@ def _reading(reading: dict[str, Any] | None) -> str:
         if number is not None:
             name, unit = key.rsplit("_", 1)
             shown.append(f"{name} {number:.2f} {unit.upper()}")
+    if not shown:
+        for key, value in reading.items():
+            number = _number(value)
+            if number is not None:
+                shown.append(f"{clean(key, 40)} {number:.2f}")
+            if len(shown) == 2:
+                break
     return ", ".join(shown[:2])
 
 

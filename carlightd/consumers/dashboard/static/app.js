@@ -17,7 +17,12 @@ const PLACES = {
   tail: [REAR - 10, 95], brake: [REAR + 10, 128], turn_rear: [REAR - 30, 62],
   reverse: [REAR + 28, 160], license_plate: [REAR + 42, 200],
 };
+// The page reads the parts and their kinds from the snapshot; it has a drawing only for lamps
+// (placed by function) and a box of its own for the first battery, alternator and controller.
+// Any other part — a kind added since, or a second part of a kind — is drawn generically: a box
+// labelled with its id in the next free slot of a grid in the free space behind the controller.
 const BOXES = { battery: [110, 330], alternator: [290, 330], controller: [200, 440] };
+const SPARE_COLUMNS = [110, 200, 290], SPARE_TOP = 505, SPARE_ROW = 75;
 let state = { parts: [], latest: {}, events: [], notes: [], stale: null, commands: false, broker: false,
               workshop: [] };
 let streamUp = false;
@@ -41,10 +46,18 @@ function svgElement(tag, attributes) {
   return node;
 }
 
-function placeOf(part) {
+function spareSlot(index) {
+  const column = index % SPARE_COLUMNS.length, row = Math.floor(index / SPARE_COLUMNS.length);
+  return { x: SPARE_COLUMNS[column], y: SPARE_TOP + row * SPARE_ROW, box: true, generic: true };
+}
+
+// `boxed` is the kinds that already have their box on this drawing, `spare` the slots handed out.
+function placeOf(part, boxed, spare) {
   if (part.kind !== "lamp") {
-    const box = BOXES[part.kind] || [200, 500];
-    return { x: box[0], y: box[1], box: true };
+    const box = Object.hasOwn(BOXES, part.kind) && !boxed.has(part.kind) ? BOXES[part.kind] : null;
+    if (!box) return spareSlot(spare.count++);
+    boxed.add(part.kind);
+    return { x: box[0], y: box[1], box: true, generic: false };
   }
   let fn = part.function;
   if (fn === "turn_left" || fn === "turn_right") fn = part.id.includes("front") ? "turn_front" : "turn_rear";
@@ -59,10 +72,13 @@ function placeOf(part) {
 function drawParts() {
   const group = document.getElementById("parts");
   group.replaceChildren();
+  const boxed = new Set(), spare = { count: 0 };
   for (const part of state.parts) {
-    const p = placeOf(part);
+    const p = placeOf(part, boxed, spare);
     const g = svgElement("g", { class: "part unknown", id: "part-" + part.id });
     g.dataset.part = part.id;
+    g.dataset.kind = String(part.kind);
+    if (p.generic) g.dataset.drawn = "generic";
     g.append(p.box
       ? svgElement("rect", { x: p.x - 42, y: p.y - 18, width: 84, height: 36, rx: 6 })
       : svgElement("circle", { cx: p.x, cy: p.y, r: 11 }));
