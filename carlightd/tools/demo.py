@@ -120,6 +120,7 @@ def _port_free(port: int) -> bool:
 async def demo(settings: Settings, out: TextIO) -> None:
     with tempfile.TemporaryDirectory(prefix="carlightd-demo-") as state_dir:
         settings = demo_settings(settings, Path(state_dir))
+        logs.bind_vehicle(settings.vehicle.id)  # one car: every line of the demo names it
         async with a_broker(settings, out), a_dashboard(settings) as url:
             service = Service(settings)
             print(f"Dashboard: {url}  (open it in a browser)", file=out)
