@@ -176,19 +176,22 @@ class Service:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         outputs: list[Output] = []
-        self.daemon = build(settings, outputs, on_cycle=self._after_cycle)
-        runner, memory = self.daemon.runner, self.daemon.diagnoser.memory
-        self._loaded_seq = memory.seq
-        workshop = CarWorkshop(self.daemon)
-        self.handler = CommandHandler(workshop, enabled=settings.commands.enabled)
-        link = DaemonLink(
-            outbox=runner.outbox,
-            persist=runner.save,
-            event_seq=lambda: memory.seq,
-            problems=self._problems,
-            continue_above=self._continue_above,
-        )
-        self.publisher = Publisher(settings, self.handler, link)
+        # What is logged while the daemon is built (a rejected state file, a discovery change)
+        # names its vehicle too, whoever builds it.
+        with logs.vehicle_bound(settings.vehicle.id):
+            self.daemon = build(settings, outputs, on_cycle=self._after_cycle)
+            runner, memory = self.daemon.runner, self.daemon.diagnoser.memory
+            self._loaded_seq = memory.seq
+            workshop = CarWorkshop(self.daemon)
+            self.handler = CommandHandler(workshop, enabled=settings.commands.enabled)
+            link = DaemonLink(
+                outbox=runner.outbox,
+                persist=runner.save,
+                event_seq=lambda: memory.seq,
+                problems=self._problems,
+                continue_above=self._continue_above,
+            )
+            self.publisher = Publisher(settings, self.handler, link)
         # The publisher carries the commands whose effects it then reports: it joins the loop's
         # outputs once it exists.
         outputs.append(self.publisher)
