@@ -1,2 +1,2 @@
-"""The composition root: configuration, assembling the daemon, the cycle loop, signals, reload,
-systemd and health."""
+"""The composition root: assembling the daemon from the configuration (the one place that knows
+every piece), the cycle loop, signals, reload, systemd and health."""

@@ -18,7 +18,7 @@ from carlightd.config import Settings
 from carlightd.core.diagnoser import CycleReport, Diagnoser
 from carlightd.core.domain import Ignition
 from carlightd.core.memory import FaultEvent, FaultMemory
-from carlightd.outputs import Output
+from carlightd.outputs import ConnectedOutput, Output
 from carlightd.outputs.mqtt.commands import CommandHandler
 from carlightd.outputs.mqtt.publisher import DaemonLink, Publisher
 from carlightd.runtime import signals
@@ -193,8 +193,9 @@ class Service:
             )
             self.publisher = Publisher(settings, self.handler, link)
         # The publisher carries the commands whose effects it then reports: it joins the loop's
-        # outputs once it exists.
+        # outputs once it exists. Every output with a life of its own runs beside the loop.
         outputs.append(self.publisher)
+        self.connected_outputs: list[ConnectedOutput] = [self.publisher]
         self.stop = asyncio.Event()
         self._ready = False
         self._status = ""
@@ -384,7 +385,8 @@ class Service:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.daemon.runner.run(self.stop), name="cycle")
-                group.create_task(self.publisher.run(self.stop), name="mqtt")
+                for output in self.connected_outputs:
+                    group.create_task(output.run(self.stop), name=output.name)
         except BaseException:
             # Not a clean stop: whatever failed, `online` must not outlive the daemon.
             log.error("stopping_after_failure", cycles=self.daemon.diagnoser.cycle)
