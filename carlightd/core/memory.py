@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from carlightd.core.domain import SENSOR_FAULT, Kind
+from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind
 from carlightd.core.dtc import WARNING_LAMPS, DTCStatus, WarningLamp, lookup
 from carlightd.core.isolation import Finding
 from carlightd.core.selftests import Verdict
 
-EventType = Literal["fault_pending", "fault_confirmed", "fault_cleared"]
+EventType = Literal["fault_pending", "fault_confirmed", "fault_cleared", "dtc_aged"]
 FaultStatus = Literal["pending", "confirmed"]
 
 
@@ -35,6 +35,35 @@ class FaultEvent:
     failure: str
     dtc: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeFrame:
+    """The conditions when a DTC was confirmed (ISO 14229 snapshot data; DESIGN §5 FREEZE_FRAME)."""
+
+    at: datetime
+    ignition: Ignition
+    engine_rpm: float | None
+    bus_v: float | None
+    battery_soc_percent: float | None
+    temperature_c: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDtc:
+    """One entry of the fault memory as a scan tool reads it (DESIGN §4, §5 DTC): a DTC stays
+    stored after it heals, until it ages out or is cleared."""
+
+    component: str
+    kind: Kind
+    failure: str
+    dtc: str
+    dtc_status: int  # the ISO 14229 status byte
+    occurrences: int  # times it was confirmed since the last clear
+    aging_counter: int  # operation cycles without failing since it last failed
+    first_failed: datetime
+    last_failed: datetime
+    freeze_frame: FreezeFrame | None  # taken when it was (first) confirmed
 
 
 @dataclass(slots=True)
