@@ -6,7 +6,7 @@ readings ──► self-tests ──► isolation ──► fault memory ──�
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -17,7 +17,14 @@ from carlightd.core.kinds import PartConfig, self_test_for
 from carlightd.core.kinds.alternator import AlternatorReading
 from carlightd.core.kinds.battery import BatteryReading, state_of_charge
 from carlightd.core.kinds.controller import ControllerReading
-from carlightd.core.memory import FaultEvent, FaultMemory, FaultRecord, FaultStatus
+from carlightd.core.memory import (
+    FaultEvent,
+    FaultMemory,
+    FaultRecord,
+    FaultStatus,
+    FreezeFrame,
+    StoredDtc,
+)
 from carlightd.core.selftests import ReadOutcome, SelfTest, Verdict, as_reading
 
 ComponentStatus = Literal["ok", "pending", "failed", "untested"]
@@ -48,6 +55,8 @@ class Fault:
     since: datetime
     description: str
     consequence_of: str | None
+    occurrences: int = 0  # times confirmed since the last clear
+    freeze_frame: FreezeFrame | None = None  # None while pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,7 @@ class CycleReport:
     warning_lamps: dict[WarningLamp, bool]
     events: list[FaultEvent]
     telemetry: Telemetry
+    dtcs: list[StoredDtc] = field(default_factory=list)  # the whole fault memory, sorted
 
     def root_causes(self) -> dict[str, str]:
         """part -> failure for every fault that is nobody's consequence."""
