@@ -49,10 +49,20 @@ class SelfTestResult:
     verdict: Verdict
     failure: str | None = None
     reason: str | None = None  # why not run, or what the failure was judged on
+    # The failures of its kind this run could decide (present or absent); None: all of them.
+    # A test that could judge only some (an alternator sensor read with the engine stopped)
+    # passes for those alone, so nothing else heals on it.
+    judged: frozenset[str] | None = None
 
     @property
     def failed(self) -> bool:
         return self.verdict is Verdict.FAILED
+
+    def judges(self, failure: str) -> bool:
+        """Did this run decide whether `failure` is present? Only such a pass may heal it."""
+        if self.verdict is Verdict.NOT_RUN:
+            return False
+        return self.judged is None or failure in self.judged or failure == self.failure
 
 
 PASSED = SelfTestResult(Verdict.PASSED)
@@ -66,6 +76,11 @@ def fail(failure: str, why: str) -> SelfTestResult:
 
 def not_run(why: str) -> SelfTestResult:
     return SelfTestResult(Verdict.NOT_RUN, reason=why)
+
+
+def passed_only(judged: frozenset[str], why: str) -> SelfTestResult:
+    """Passed for the failures in `judged`; the others could not be judged now (`why`)."""
+    return SelfTestResult(Verdict.PASSED, reason=why, judged=judged)
 
 
 class SelfTest(Protocol):
