@@ -12,6 +12,7 @@ from carlightd.config import Settings
 from carlightd.contract.commands import COMMANDS
 from carlightd.contract.payloads import (
     ComponentPayload,
+    DtcsPayload,
     ErrorResponse,
     EventPayload,
     FaultsPayload,
@@ -23,6 +24,7 @@ from carlightd.contract.payloads import (
 MODELS: dict[str, type[BaseModel]] = {
     "config": Settings,
     "faults": FaultsPayload,
+    "dtcs": DtcsPayload,
     "component": ComponentPayload,
     "event": EventPayload,
     "telemetry": TelemetryPayload,

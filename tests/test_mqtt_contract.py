@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,11 @@ import aiomqtt
 import pytest
 
 from carlightd.app.daemon import Service
+from carlightd.core.diagnoser import CycleReport, Telemetry
+from carlightd.core.domain import Ignition, Kind
+from carlightd.core.dtc import WarningLamp
+from carlightd.core.memory import FreezeFrame, StoredDtc
+from carlightd.outputs.mqtt.publisher import Publisher
 from tests.brokers import Subscriber, subscribed
 from tests.conftest import running, service_settings, using_embedded_broker
 
@@ -37,6 +44,28 @@ FAULT_FIELDS = {
     "since",
     "description",
     "consequence_of",
+    "occurrences",  # v1.1
+    "freeze_frame",  # v1.1
+}
+DTC_FIELDS = {
+    "component",
+    "kind",
+    "failure",
+    "dtc",
+    "dtc_status",
+    "occurrences",
+    "aging_counter",
+    "first_failed",
+    "last_failed",
+    "freeze_frame",
+}
+FREEZE_FRAME_FIELDS = {
+    "at",
+    "ignition",
+    "engine_rpm",
+    "bus_v",
+    "battery_soc_percent",
+    "temperature_c",
 }
 EVENT_FIELDS = {"seq", "type", "component", "kind", "failure", "dtc", "at"}
 
@@ -83,6 +112,13 @@ async def test_the_whole_contract_and_one_faults_life(
                 "check_engine": False,
             }
             assert ISO_UTC.match(healthy["updated_at"])
+            # The fault memory (v1.1), retained: empty on a car that never failed.
+            await sub.wait_for(lambda: latest(sub, f"{root}/dtcs"), what="dtcs")
+            memory = latest(sub, f"{root}/dtcs")
+            assert set(memory) == {"vehicle", "updated_at", "dtcs"}
+            assert memory["vehicle"] == "demo-car"
+            assert memory["dtcs"] == []
+            assert ISO_UTC.match(memory["updated_at"])
 
             parts = [c.id for c in service.settings.components]
             await sub.wait_for(
@@ -141,6 +177,7 @@ async def test_the_whole_contract_and_one_faults_life(
             assert fault["status"] == "confirmed"
             assert fault["consequence_of"] is None
             assert ISO_UTC.match(fault["since"])
+            assert isinstance(fault["occurrences"], int)
             lamp = await sub.wait_for(
                 lambda: (
                     (c := latest(sub, f"{root}/components/brake_left"))["status"] == "failed" and c
@@ -196,6 +233,7 @@ async def test_retained_state_for_a_late_subscriber(
             retained = {t for t, _, r in late.messages if r}
             assert f"{root}/availability" in retained
             assert f"{root}/faults" in retained
+            assert f"{root}/dtcs" in retained
             assert f"{root}/components/alternator" in retained
             assert latest(late, f"{root}/components/alternator")["failure"] == "overcharging"
 
@@ -223,3 +261,58 @@ async def test_components_are_published_on_change_not_every_cycle(
         assert statuses[-2:] == ["pending", "failed"]
         others = [t for t, _, _ in sub.messages[count_before:] if not t.endswith("/reverse")]
         assert others == []
+
+
+def _report(at: datetime, dtcs: list[StoredDtc]) -> CycleReport:
+    telemetry = Telemetry(Ignition.RUN, None, None, None, None, None)
+    lamps: dict[WarningLamp, bool] = {"bulb": False, "battery": False, "check_engine": False}
+    return CycleReport(1, at, {}, [], lamps, [], telemetry, dtcs)
+
+
+async def test_the_fault_memory_is_published_retained_on_change_and_again_on_reconnect(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    host, port = broker
+    publisher = Publisher(service_settings(host, port, tmp_path))
+    topic = publisher.topics.dtcs
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    frame = FreezeFrame(t0, Ignition.RUN, 812.0, 14.02, 81.5, -3.5)
+    stored = StoredDtc("brake_left", Kind.LAMP, "open_circuit", "B1200", 0x2F, 2, 0, t0, t0, frame)
+    stop = asyncio.Event()
+    async with subscribed(host, port, topic) as sub:
+        task = asyncio.create_task(publisher.run(stop))
+        try:
+            await publisher.deliver(_report(t0, [stored]))
+            [first] = await sub.wait_for(lambda: sub.json_on(topic), what="ROOT/dtcs")
+            assert set(first) == {"vehicle", "updated_at", "dtcs"}
+            [dtc] = first["dtcs"]
+            assert set(dtc) == DTC_FIELDS
+            assert set(dtc["freeze_frame"]) == FREEZE_FRAME_FIELDS
+            assert dtc["dtc_status"] == 0x2F
+            assert dtc["occurrences"] == 2
+            assert dtc["freeze_frame"]["ignition"] == "run"
+            assert dtc["freeze_frame"]["temperature_c"] == -3.5
+            assert ISO_UTC.match(dtc["first_failed"])
+            assert ISO_UTC.match(dtc["last_failed"])
+            # Cycles that change nothing in the memory send nothing (the time alone is no news).
+            for second in range(1, 6):
+                await publisher.deliver(_report(t0 + timedelta(seconds=second), [stored]))
+            aged = dataclasses.replace(stored, aging_counter=1, dtc_status=0x28)
+            await publisher.deliver(_report(t0 + timedelta(seconds=6), [aged]))
+            await sub.wait_for(lambda: len(sub.on(topic)) >= 2, what="the aged DTC")
+            assert [p["dtcs"][0]["aging_counter"] for p in sub.json_on(topic)] == [0, 1]
+            # A new connection restates it (the broker may have lost everything).
+            publisher._reconnect.set()
+            await sub.wait_for(lambda: len(sub.on(topic)) >= 3, what="restated after reconnect")
+            assert sub.json_on(topic)[-1] == sub.json_on(topic)[-2]
+            # Cleared: an empty memory is said too.
+            await publisher.deliver(_report(t0 + timedelta(seconds=7), []))
+            await sub.wait_for(lambda: sub.json_on(topic)[-1]["dtcs"] == [], what="cleared")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+    # A late subscriber is handed the memory at once.
+    async with subscribed(host, port, topic) as late:
+        [retained] = await late.wait_for(lambda: late.json_on(topic), what="retained ROOT/dtcs")
+        assert retained["dtcs"] == []
+        assert late.messages[0][2]  # the retain flag

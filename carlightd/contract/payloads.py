@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from carlightd.core.diagnoser import ComponentState, CycleReport, Fault
 from carlightd.core.domain import Ignition, reading_as_dict
-from carlightd.core.memory import MAX_SEQ, FaultEvent
+from carlightd.core.memory import MAX_SEQ, FaultEvent, StoredDtc
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -33,6 +33,7 @@ class Topics:
         self.root = f"{base_topic}/{vehicle_id}"
         self.availability = f"{self.root}/availability"
         self.faults = f"{self.root}/faults"
+        self.dtcs = f"{self.root}/dtcs"
         self.events = f"{self.root}/events"
         self.telemetry = f"{self.root}/telemetry"
         self.requests = f"{self.root}/request/+"
@@ -60,6 +61,17 @@ class _Payload(BaseModel):
         return self.model_dump_json().encode()
 
 
+class FreezeFramePayload(_Payload):
+    """FREEZE_FRAME (v1.1): the conditions when a DTC was confirmed (ISO 14229 snapshot data)."""
+
+    at: datetime
+    ignition: Ignition
+    engine_rpm: float | None
+    bus_v: float | None
+    battery_soc_percent: float | None
+    temperature_c: float | None
+
+
 class FaultPayload(_Payload):
     component: str
     kind: str
@@ -69,6 +81,13 @@ class FaultPayload(_Payload):
     since: datetime
     description: str
     consequence_of: str | None = Field(description="null, or the root-cause component")
+    # v1.1; defaults keep a v1 fault list (without them) valid for the consumers.
+    occurrences: int = Field(
+        default=0, ge=0, description="times confirmed since the memory was last cleared (v1.1)"
+    )
+    freeze_frame: FreezeFramePayload | None = Field(
+        default=None, description="taken when it was confirmed; null while pending (v1.1)"
+    )
 
     @classmethod
     def of(cls, fault: Fault) -> FaultPayload:
@@ -96,6 +115,42 @@ class FaultsPayload(_Payload):
             updated_at=report.at,
             warning_lamps=WarningLamps(**report.warning_lamps),
             faults=[FaultPayload.of(f) for f in report.faults],
+        )
+
+
+class DtcPayload(_Payload):
+    """DTC (v1.1): one entry of the fault memory as a scan tool reads it; it stays stored after
+    its fault heals, until it ages out (`dtc_aged`) or the memory is cleared."""
+
+    component: str
+    kind: str
+    failure: str
+    dtc: str
+    dtc_status: int = Field(ge=0, le=255, description="ISO 14229 DTC status byte")
+    occurrences: int = Field(ge=0, description="times confirmed since the memory was last cleared")
+    aging_counter: int = Field(
+        ge=0, description="operation cycles without failing since it last failed"
+    )
+    first_failed: datetime
+    last_failed: datetime
+    freeze_frame: FreezeFramePayload | None = Field(description="taken when it was confirmed")
+
+    @classmethod
+    def of(cls, dtc: StoredDtc) -> DtcPayload:
+        return cls.model_validate(dtc)
+
+
+class DtcsPayload(_Payload):
+    """`ROOT/dtcs`, retained (v1.1): the whole fault memory, sorted by part then failure."""
+
+    vehicle: str
+    updated_at: datetime
+    dtcs: list[DtcPayload]
+
+    @classmethod
+    def of(cls, vehicle: str, report: CycleReport) -> DtcsPayload:
+        return cls(
+            vehicle=vehicle, updated_at=report.at, dtcs=[DtcPayload.of(d) for d in report.dtcs]
         )
 
 
@@ -131,7 +186,7 @@ class EventPayload(_Payload):
     """`ROOT/events`: `seq` rises by exactly one per event, across restarts."""
 
     seq: int
-    type: Literal["fault_pending", "fault_confirmed", "fault_cleared"]
+    type: Literal["fault_pending", "fault_confirmed", "fault_cleared", "dtc_aged"]
     component: str
     kind: str
     failure: str

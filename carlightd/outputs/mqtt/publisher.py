@@ -35,6 +35,7 @@ from carlightd.contract.payloads import (
     OFFLINE,
     ONLINE,
     ComponentPayload,
+    DtcsPayload,
     EventPayload,
     FaultsPayload,
     StatusPayload,
@@ -131,6 +132,7 @@ class Publisher:
         self._component_keys: dict[str, tuple[Any, ...]] = {}
         self._component_sent_at: dict[str, float] = {}
         self._faults_key: tuple[Any, ...] | None = None
+        self._dtcs_key: tuple[Any, ...] | None = None
         self._telemetry_at: float | None = None
         self._discovery_topics: list[str] = []
         # Home Assistant: the discovery the broker holds (remembered in the state directory), and
@@ -256,6 +258,12 @@ class Publisher:
         if faults_key != self._faults_key:
             self._faults_key = faults_key
             self._set(self.topics.faults, FaultsPayload.of(self.vehicle, report).encode())
+        # The fault memory changes far less often than once a cycle (a confirmation, an aging
+        # step at a new operation cycle, a clear): said only then.
+        dtcs_key = tuple(report.dtcs)
+        if dtcs_key != self._dtcs_key:
+            self._dtcs_key = dtcs_key
+            self._set(self.topics.dtcs, DtcsPayload.of(self.vehicle, report).encode())
         for part_id, state in report.components.items():
             # What a subscriber cares about; the judged values in `reason` of a failing part move
             # with the noise and are refreshed with the readings.
@@ -332,6 +340,7 @@ class Publisher:
             self._discovery_topics.clear()
             self._component_keys.clear()
             self._faults_key = None
+            self._dtcs_key = None
         self.announce_to_home_assistant()
         self._reconnect.set()
 
