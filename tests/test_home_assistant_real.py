@@ -468,6 +468,7 @@ async def test_home_assistant_sees_the_car_and_stays_quiet(
         assert brake["state"] == "off"
         assert brake["attributes"]["device_class"] == "problem"
         assert brake["attributes"]["failure"] is None
+        assert brake["attributes"]["occurrences"] is None
         volts = found[f"{car} Bus voltage"]
         assert volts["attributes"]["unit_of_measurement"] == "V"
         assert 12.0 < float(volts["state"]) < 15.5
@@ -489,6 +490,7 @@ async def test_home_assistant_sees_the_car_and_stays_quiet(
         brake = await ha.until(brake_failed, "the brake lamp's problem sensor on")
         assert brake["attributes"]["failure"] == "open_circuit"
         assert brake["attributes"]["dtc"] == "B1200"
+        assert isinstance(brake["attributes"]["occurrences"], int)
 
         # Home Assistant's button reaches the daemon as a clear_faults request.
         async with subscribed("127.0.0.1", port, f"{vehicle_root}/response/#") as responses:

@@ -225,6 +225,10 @@ def test_templates_render_against_real_payloads() -> None:
     assert attributes["failure"] == "open_circuit"
     assert attributes["dtc"] == "B1200"
     assert attributes["since"] == faults["faults"][0]["since"]
+    # How often it was confirmed since the last clear, a number as the fault list has it.
+    assert attributes["occurrences"] == faults["faults"][0]["occurrences"]
+    assert isinstance(attributes["occurrences"], int)
+    assert not isinstance(attributes["occurrences"], bool)
     healthy = json.loads(render(entities["reverse_problem"]["json_attributes_template"], faults))
     assert healthy == {
         "failure": None,
@@ -232,6 +236,7 @@ def test_templates_render_against_real_payloads() -> None:
         "since": None,
         "status": None,
         "consequence_of": None,
+        "occurrences": None,
     }
     assert render(entities["warning_bulb"]["value_template"], faults) == "ON"
     assert render(entities["warning_battery"]["value_template"], faults) == "OFF"

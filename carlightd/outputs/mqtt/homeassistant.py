@@ -46,12 +46,14 @@ def components(settings: Settings) -> dict[str, dict[str, Any]]:
 
     for component in settings.components:
         part = component.id
-        # Attributes come from the fault list, which knows since when a part has failed.
+        # Attributes come from the fault list, which knows since when a part has failed and how
+        # often that failure was confirmed since the memory was last cleared (v1.1).
         attributes = (
             "{% set f = value_json.faults | selectattr('component', 'eq', '" + part + "') | list %}"
             "{{ {'failure': f[0].failure if f else none, 'dtc': f[0].dtc if f else none,"
             " 'since': f[0].since if f else none, 'status': f[0].status if f else none,"
-            " 'consequence_of': f[0].consequence_of if f else none} | tojson }}"
+            " 'consequence_of': f[0].consequence_of if f else none,"
+            " 'occurrences': f[0].occurrences if f else none} | tojson }}"
         )
         entities[f"{part}_problem"] = {
             "platform": "binary_sensor",
