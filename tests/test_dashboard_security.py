@@ -26,11 +26,15 @@ from carlightd.consumers.dashboard import server
 from carlightd.consumers.dashboard.server import LiveState, serving
 from carlightd.contract.payloads import (
     ComponentPayload,
+    DtcPayload,
+    DtcsPayload,
     FaultPayload,
     FaultsPayload,
+    FreezeFramePayload,
     TelemetryPayload,
     WarningLamps,
 )
+from carlightd.core.domain import Ignition
 from tests.brokers import subscribed
 from tests.conftest import running, service_settings, wait_until
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, playwright
@@ -153,9 +157,9 @@ async def test_hostile_retained_payloads_are_text_or_skipped_and_valid_data_stil
             ).encode(),
             "components/license_plate": component("brake_center"),  # a part under another's name
             "telemetry": b"\xff\xfe\x00 not even text",
-            # Topics the page does not show: ignored, no note.
-            "status": IMG.encode(),
             "dtcs": b"[[[[",
+            # A topic the page does not show: ignored, no note.
+            "status": IMG.encode(),
         },
         retain=True,
     )
@@ -169,7 +173,7 @@ async def test_hostile_retained_payloads_are_text_or_skipped_and_valid_data_stil
             watch_console(page, browser_problems)
             await page.goto(f"http://{host}:{port}/")
             # (Playwright's `expect`, not `wait_for_function`: the page's CSP forbids eval.)
-            await expect(page.locator("#notes li")).to_have_count(8, timeout=15_000)
+            await expect(page.locator("#notes li")).to_have_count(9, timeout=15_000)
             await page.wait_for_selector("#part-brake_left.failed")
 
             # Nothing ran and nothing was parsed as markup: no element came from the data.
@@ -199,11 +203,13 @@ async def test_hostile_retained_payloads_are_text_or_skipped_and_valid_data_stil
                 ("components/brake_right", f"{IMG}: Extra inputs are not permitted"),
                 ("components/license_plate", "published on the topic of 'license_plate'"),
                 ("telemetry", "Invalid JSON"),
+                ("dtcs", "Invalid JSON"),
             ]:
                 said = [n for n in notes if f"skipped a malformed payload on {root}/{topic}: " in n]
                 assert len(said) == 1, (topic, notes)
                 assert why in said[0], (topic, said)
-            assert len(notes) == 8  # nothing about ROOT/status or ROOT/dtcs: ignored
+            assert len(notes) == 9  # nothing about ROOT/status: ignored
+            assert await page.text_content("#dtcs") == "no fault memory yet"
             assert await page.is_visible("#notes-panel")
 
             # Valid data after the bad data still updates the page.
@@ -223,6 +229,41 @@ async def test_hostile_retained_payloads_are_text_or_skipped_and_valid_data_stil
             await page.wait_for_selector("#availability.online")
             await expect(page.locator("#telemetry")).to_contain_text("12.75 V")
             assert await page.text_content("#faults") == "no faults"
+            # A stored DTC, valid by the contract, hostile as text, its numbers not numbers.
+            frame = FreezeFramePayload(
+                at=NOW,
+                ignition=Ignition.RUN,
+                engine_rpm=812.0,
+                bus_v=14.02,
+                battery_soc_percent=81.5,
+                temperature_c=-3.5,
+            )
+            dtc = DtcPayload(
+                component=IMG,
+                kind="lamp",
+                failure=SCRIPT,
+                dtc=JS_URL,
+                dtc_status=0x28,
+                occurrences=3,
+                aging_counter=2,
+                first_failed=NOW,
+                last_failed=NOW,
+                freeze_frame=frame,
+            )
+            memory = DtcsPayload(vehicle="demo-car", updated_at=NOW, dtcs=[dtc]).encode()
+            memory = memory.replace(b'"bus_v":14.02', b'"bus_v":NaN')
+            await publish(settings, {"dtcs": memory}, retain=True)
+            await expect(page.locator("#dtcs td")).to_have_count(7, timeout=10_000)
+            cells = await page.locator("#dtcs td").all_text_contents()
+            assert cells == [
+                JS_URL,
+                "0x28 confirmed",
+                IMG,
+                SCRIPT,
+                "3",
+                "2",
+                "run 812 rpm — V 82 % -3.5 °C at 2025-01-01 00:00:00",
+            ]
             # Not a number is not a crash: NaN and infinities reach the page as "no value".
             bad_numbers = json.loads(telemetry(1.0))
             raw = json.dumps(bad_numbers).replace('"bus_v": 1.0', '"bus_v": NaN')

@@ -18,9 +18,10 @@ from rich.text import Text
 from carlightd.config import Settings
 from carlightd.consumers.follower import follow
 from carlightd.consumers.received import Malformed, Received, parse, relative
-from carlightd.consumers.terminal import WatchState, clean, render, warning
+from carlightd.consumers.terminal import SHOWN_DTCS, WatchState, clean, dtc_line, render, warning
 from carlightd.contract.commands import COMMANDS
 from carlightd.contract.payloads import (
+    DtcsPayload,
     ErrorResponse,
     EventPayload,
     FaultsPayload,
@@ -34,7 +35,7 @@ from carlightd.runtime.connection import make_client
 RESPONSE_TIMEOUT_S = 5.0
 RETAINED_WAIT_S = 2.0
 # What the live table follows, below the vehicle's root.
-WATCH_LIVE_TOPICS = ("availability", "faults", "components/+", "events")
+WATCH_LIVE_TOPICS = ("availability", "faults", "dtcs", "components/+", "events")
 
 
 class ClientError(CarlightdError):
@@ -248,6 +249,13 @@ def plain_line(received: Received) -> str | None:
     if isinstance(value, FaultsPayload):
         summary = ", ".join(f"{clean(f.component)}:{clean(f.failure)}" for f in value.faults)
         return f"faults: {summary or 'none'}"
+    if isinstance(value, DtcsPayload):
+        # The stored DTCs, apart from the active faults: what a workshop would read out.
+        lines = [f"stored DTCs: {len(value.dtcs) or 'none'}"]
+        lines += [f"  {dtc_line(dtc)}" for dtc in value.dtcs[:SHOWN_DTCS]]
+        if len(value.dtcs) > SHOWN_DTCS:
+            lines.append(f"  … and {len(value.dtcs) - SHOWN_DTCS} more")
+        return "\n".join(lines)
     if isinstance(value, str):
         return f"daemon {value}"
     return None
@@ -260,7 +268,7 @@ async def watch(
     until: Callable[[], bool] = lambda: False,
     warn: Callable[[str], None] = _warn,
 ) -> None:
-    """Print faults and events as they happen, one line each, until interrupted.
+    """Print faults, stored DTCs and events as they happen, until interrupted.
 
     A payload that cannot be shown is one warning line (on stderr by default), and it goes on."""
     topics = Topics(settings.mqtt.base_topic, settings.vehicle.id)
@@ -283,4 +291,5 @@ async def watch(
             print(line, file=out, flush=True)
         return until()
 
-    await _view(settings, [topics.availability, topics.faults, topics.events], handle, connected)
+    followed = [topics.availability, topics.faults, topics.dtcs, topics.events]
+    await _view(settings, followed, handle, connected)

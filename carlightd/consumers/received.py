@@ -3,7 +3,7 @@
 Anyone who may publish under `ROOT/` can put anything there, retained. So every payload is
 validated against the contract's models before it is shown; one that fails is refused with a
 one-line reason (which never quotes the payload at length), and a topic this consumer does not
-follow (`ROOT/status`, `ROOT/dtcs`, requests, responses, whatever comes next) is ignored.
+follow (`ROOT/status`, requests, responses, whatever comes next) is ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from carlightd.contract.payloads import (
     ComponentPayload,
+    DtcsPayload,
     EventPayload,
     FaultsPayload,
     TelemetryPayload,
@@ -27,6 +28,7 @@ AVAILABILITY = ("online", "offline")
 
 MODELS: dict[str, type[BaseModel]] = {
     "faults": FaultsPayload,
+    "dtcs": DtcsPayload,
     "events": EventPayload,
     "telemetry": TelemetryPayload,
 }

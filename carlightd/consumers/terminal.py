@@ -1,4 +1,5 @@
-"""`carlightd watch` on a terminal: a live table of every part and the current faults, with rich,
+"""`carlightd watch` on a terminal: a live table of every part, the current faults and the stored
+DTCs (the fault memory), with rich,
 fed from MQTT like any other consumer. (Not on a terminal, `watch` prints plain lines instead.)
 
 What arrives is hostile data: every payload is validated against the contract's models first
@@ -21,11 +22,20 @@ from rich.table import Table
 from rich.text import Text
 
 from carlightd.consumers.received import Received, parse, relative
-from carlightd.contract.payloads import ComponentPayload, EventPayload, FaultsPayload
+from carlightd.contract.payloads import (
+    ComponentPayload,
+    DtcPayload,
+    DtcsPayload,
+    EventPayload,
+    FaultsPayload,
+    FreezeFramePayload,
+    dtc_status_text,
+)
 
 STATUS_STYLE = {"ok": "green", "pending": "yellow", "failed": "bold red", "untested": "dim"}
 READING_KEYS = ("current_a", "supply_v", "voltage_v", "output_a", "output_v", "ripple_v")
 SHOWN_CHARS = 120  # a received string is cut here on screen: a 100 KB name must not fill it
+SHOWN_DTCS = 40  # stored DTCs listed; a retained list of thousands must not fill the screen
 
 # What a terminal would act on instead of print: C0 and C1 controls (ESC starts every escape
 # sequence), DEL, bidirectional overrides and isolates (which reorder what is shown), line and
@@ -55,6 +65,7 @@ class WatchState:
     availability: str = "unknown"
     components: dict[str, ComponentPayload] = field(default_factory=dict)
     faults: FaultsPayload | None = None
+    dtcs: DtcsPayload | None = None
     events: deque[EventPayload] = field(default_factory=lambda: deque(maxlen=8))
 
     def fold(self, topic: str, payload: bytes) -> Received | None:
@@ -71,6 +82,8 @@ class WatchState:
             self.components[value.component] = value
         elif isinstance(value, FaultsPayload):
             self.faults = value
+        elif isinstance(value, DtcsPayload):
+            self.dtcs = value
         elif isinstance(value, EventPayload):
             self.events.appendleft(value)
         return received
@@ -111,6 +124,34 @@ def _reading(reading: dict[str, Any] | None) -> str:
 def event_line(event: EventPayload) -> str:
     fields = (event.type, event.component, event.failure, event.dtc)
     return f"#{event.seq} " + " ".join(clean(value) for value in fields)
+
+
+def freeze_frame_text(frame: FreezeFramePayload | None) -> str:
+    """The conditions when a DTC was confirmed, on one line (received numbers checked first)."""
+    if frame is None:
+        return "no freeze frame"
+    shown = [frame.ignition.value]
+    for value, digits, unit in (
+        (frame.engine_rpm, 0, "rpm"),
+        (frame.bus_v, 2, "V"),
+        (frame.battery_soc_percent, 0, "%"),
+        (frame.temperature_c, 1, "°C"),
+    ):
+        number = _number(value)
+        if number is not None:
+            # A received 1e308 would print 309 digits in fixed notation.
+            text = f"{number:.{digits}f}" if abs(number) < 1e6 else f"{number:.3g}"
+            shown.append(f"{text} {unit}")
+    return f"{' '.join(shown)} at {frame.at.isoformat()[:19]}"
+
+
+def dtc_line(dtc: DtcPayload) -> str:
+    """One stored DTC as a plain line: code, status, part, failure, counters, freeze frame."""
+    return (
+        f"{clean(dtc.dtc)} {dtc_status_text(dtc.dtc_status)} {clean(dtc.component)} "
+        f"{clean(dtc.failure)} occurrences {dtc.occurrences} aging {dtc.aging_counter} "
+        f"last {dtc.last_failed.isoformat()[:19]} [{freeze_frame_text(dtc.freeze_frame)}]"
+    )
 
 
 def _cell(value: object) -> Text:
@@ -164,8 +205,33 @@ def render(state: WatchState) -> Group:
     return Group(
         parts,
         Panel(Group(telltales, faults), title="warning lamps and faults"),
+        Panel(_stored(state.dtcs), title="stored DTCs (fault memory)"),
         Panel(events, title="last events"),
     )
+
+
+def _stored(memory: DtcsPayload | None) -> Table | Text:
+    """The fault memory as a scan tool reads it: kept after a fault heals, until it ages out."""
+    if memory is None:
+        return Text("no fault memory yet", style="dim")
+    if not memory.dtcs:
+        return Text("none stored", style="green")
+    table = Table(expand=True, show_edge=False)
+    for column in ("DTC", "status", "part", "failure", "count", "aging", "freeze frame"):
+        table.add_column(column)
+    for dtc in memory.dtcs[:SHOWN_DTCS]:
+        table.add_row(
+            _cell(dtc.dtc),
+            Text(dtc_status_text(dtc.dtc_status)),
+            _cell(dtc.component),
+            _cell(dtc.failure),
+            Text(str(dtc.occurrences)),
+            Text(str(dtc.aging_counter)),
+            Text(freeze_frame_text(dtc.freeze_frame)),
+        )
+    if len(memory.dtcs) > SHOWN_DTCS:
+        table.add_row(Text(f"… and {len(memory.dtcs) - SHOWN_DTCS} more", style="dim"))
+    return table
 
 
 def warning(topic: str, reason: object) -> str:

@@ -83,7 +83,10 @@ class FaultPayload(_Payload):
     consequence_of: str | None = Field(description="null, or the root-cause component")
     # v1.1; defaults keep a v1 fault list (without them) valid for the consumers.
     occurrences: int = Field(
-        default=0, ge=0, description="times confirmed since the memory was last cleared (v1.1)"
+        default=0,
+        ge=0,
+        le=MAX_SEQ,
+        description="times confirmed since the memory was last cleared (v1.1)",
     )
     freeze_frame: FreezeFramePayload | None = Field(
         default=None, description="taken when it was confirmed; null while pending (v1.1)"
@@ -127,9 +130,11 @@ class DtcPayload(_Payload):
     failure: str
     dtc: str
     dtc_status: int = Field(ge=0, le=255, description="ISO 14229 DTC status byte")
-    occurrences: int = Field(ge=0, description="times confirmed since the memory was last cleared")
+    occurrences: int = Field(
+        ge=0, le=MAX_SEQ, description="times confirmed since the memory was last cleared"
+    )
     aging_counter: int = Field(
-        ge=0, description="operation cycles without failing since it last failed"
+        ge=0, le=MAX_SEQ, description="operation cycles without failing since it last failed"
     )
     first_failed: datetime
     last_failed: datetime
@@ -138,6 +143,16 @@ class DtcPayload(_Payload):
     @classmethod
     def of(cls, dtc: StoredDtc) -> DtcPayload:
         return cls.model_validate(dtc)
+
+
+# The bits of the ISO 14229 status byte a reader looks for first, in the words the views use.
+DTC_STATUS_WORDS = ((0x08, "confirmed"), (0x04, "pending"), (0x01, "failing"), (0x80, "lamp"))
+
+
+def dtc_status_text(status: int) -> str:
+    """`0x2f confirmed, pending, failing`: the byte, then what its main bits say."""
+    words = [word for bit, word in DTC_STATUS_WORDS if status & bit]
+    return f"0x{status:02x}" + (f" {', '.join(words)}" if words else "")
 
 
 class DtcsPayload(_Payload):

@@ -8,7 +8,10 @@ const SVG = "http://www.w3.org/2000/svg";
 const SHOWN = 120;  // a received string is cut here on the page: a 100 KB name must not fill it
 const PART_STATUSES = new Set(["ok", "pending", "failed", "untested"]);
 const FAULT_STATUSES = new Set(["pending", "confirmed"]);
-const EVENT_CLASSES = { fault_cleared: "ok", fault_confirmed: "failed" };
+const EVENT_CLASSES = { fault_cleared: "ok", fault_confirmed: "failed", dtc_aged: "ok" };
+const SHOWN_DTCS = 40;  // stored DTCs listed; a retained list of thousands must not fill the page
+// The ISO 14229 status bits a reader looks for first (as carlightd.contract.payloads words them).
+const DTC_STATUS_WORDS = [[0x08, "confirmed"], [0x04, "pending"], [0x01, "failing"], [0x80, "lamp"]];
 
 // Where each lamp sits on the drawing, by what it does and which side it is on.
 const FRONT = 70, REAR = 735;
@@ -129,6 +132,41 @@ function faultRow(f) {
   return row;
 }
 
+function dtcStatus(status) {
+  if (!Number.isInteger(status) || status < 0 || status > 255) return "—";
+  const words = DTC_STATUS_WORDS.filter(([bit]) => status & bit).map(([, word]) => word);
+  return "0x" + status.toString(16).padStart(2, "0") + (words.length ? " " + words.join(", ") : "");
+}
+
+function freezeFrame(frame) {
+  if (!frame || typeof frame !== "object") return "—";
+  return `${shown(frame.ignition)} ${number(frame.engine_rpm, 0)} rpm ${number(frame.bus_v, 2)} V ` +
+         `${number(frame.battery_soc_percent, 0)} % ${number(frame.temperature_c, 1)} °C ` +
+         `at ${shown(String(frame.at).replace("T", " ").slice(0, 19))}`;
+}
+
+function dtcRow(d) {
+  const status = element("td", (d.dtc_status & 0x01) ? "st-failed" : "st-pending", dtcStatus(d.dtc_status));
+  const row = element("tr", "",
+    element("td", "", shown(d.dtc)), status,
+    element("td", "", shown(d.component)), element("td", "", shown(d.failure)),
+    element("td", "", shown(d.occurrences)), element("td", "", shown(d.aging_counter)),
+    element("td", "", freezeFrame(d.freeze_frame)));
+  row.dataset.part = String(d.component);
+  row.dataset.dtc = String(d.dtc);
+  return row;
+}
+
+function dtcRows(memory) {
+  const dtcs = memory && Array.isArray(memory.dtcs) ? memory.dtcs : null;
+  const note = (text, cls) => [element("tr", "", Object.assign(element("td", cls, text), { colSpan: 7 }))];
+  if (!dtcs) return note("no fault memory yet", "");
+  if (!dtcs.length) return note("none stored", "st-ok");
+  const rows = dtcs.slice(0, SHOWN_DTCS).map(dtcRow);
+  if (dtcs.length > SHOWN_DTCS) rows.push(...note(`… and ${dtcs.length - SHOWN_DTCS} more`, ""));
+  return rows;
+}
+
 function eventItem(e) {
   const type = element("span", "st-" + (EVENT_CLASSES[e.type] || "pending"), shown(e.type));
   return element("li", "", `#${shown(e.seq)} ${String(e.at).slice(11, 19)} `, type,
@@ -155,6 +193,7 @@ function render() {
   for (const part of state.parts) drawPart(part);
   document.getElementById("faults").replaceChildren(...(faults.length ? faults.map(faultRow)
     : [element("tr", "", Object.assign(element("td", "st-ok", "no faults"), { colSpan: 6 }))]));
+  document.getElementById("dtcs").replaceChildren(...dtcRows(state.latest.dtcs));
   document.getElementById("events").replaceChildren(...state.events.slice().reverse().map(eventItem));
   const t = state.latest.telemetry || {};
   const ignition = ["off", "on", "run"].includes(t.ignition) ? t.ignition : "—";
