@@ -151,9 +151,16 @@ class TestAlternator:
         assert (result.verdict, result.failure) == (Verdict.FAILED, failure)
 
     def test_saturated_alternator_is_not_blamed_for_a_low_bus(self) -> None:
-        # Giving all it has while a flat battery soaks up current: the demand is the problem.
+        # Giving all it has while a flat battery soaks up current: the demand is the problem, and
+        # the regulator cannot be judged; only its sensor and its diodes are.
         saturated = self.reading(output_v=13.1, output_a=54.0, field_duty=1.0)
-        assert AlternatorTest(ALTERNATOR).assess(saturated, Ignition.RUN).verdict == "passed"
+        result = AlternatorTest(ALTERNATOR).assess(saturated, Ignition.RUN)
+        assert result.verdict is Verdict.NOT_RUN
+        assert (result.reason or "").startswith("alternator at full field")
+        assert [f for f in FAILURES[Kind.ALTERNATOR] if result.judges(f)] == [
+            "diode_failure",
+            "sensor_fault",
+        ]
 
     def test_not_run_with_engine_stopped(self) -> None:
         stopped = self.reading(engine_rpm=0.0, output_a=0.0, output_v=12.5, field_duty=0.0)

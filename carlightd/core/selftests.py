@@ -49,9 +49,9 @@ class SelfTestResult:
     verdict: Verdict
     failure: str | None = None
     reason: str | None = None  # why not run, or what the failure was judged on
-    # The failures of its kind this run could decide (present or absent); None: all of them.
-    # A test that could judge only some (an alternator sensor read with the engine stopped)
-    # passes for those alone, so nothing else heals on it.
+    # The failures of its kind this run decided were absent: None means all of them when
+    # passed, none when not run. A test that is not run may still have judged its sensor (an
+    # alternator read with the engine stopped): `not_run(why, judged={SENSOR_FAULT})`.
     judged: frozenset[str] | None = None
 
     @property
@@ -60,9 +60,11 @@ class SelfTestResult:
 
     def judges(self, failure: str) -> bool:
         """Did this run decide whether `failure` is present? Only such a pass may heal it."""
-        if self.verdict is Verdict.NOT_RUN:
-            return False
-        return self.judged is None or failure in self.judged or failure == self.failure
+        if failure == self.failure:
+            return True
+        if self.judged is None:
+            return self.verdict is Verdict.PASSED
+        return failure in self.judged
 
 
 PASSED = SelfTestResult(Verdict.PASSED)
@@ -74,13 +76,39 @@ def fail(failure: str, why: str) -> SelfTestResult:
     return SelfTestResult(Verdict.FAILED, failure, why)
 
 
-def not_run(why: str) -> SelfTestResult:
-    return SelfTestResult(Verdict.NOT_RUN, reason=why)
+def not_run(why: str, judged: frozenset[str] | None = None) -> SelfTestResult:
+    """The part cannot be judged now (`why`); `judged`: failures still found absent (its sensor)."""
+    return SelfTestResult(Verdict.NOT_RUN, reason=why, judged=judged)
 
 
-def passed_only(judged: frozenset[str], why: str) -> SelfTestResult:
-    """Passed for the failures in `judged`; the others could not be judged now (`why`)."""
-    return SelfTestResult(Verdict.PASSED, reason=why, judged=judged)
+class Hysteresis:
+    """One threshold with a band, for a test whose value can sit near it (README, Self-tests).
+
+    It trips when the value crosses `threshold`; once tripped it resets only when the value is back
+    past the threshold by `margin`. So a value wandering on the threshold gives one verdict, not a
+    flapping one. Self-tests are built per part, so each keeps its own state."""
+
+    __slots__ = ("fails_above", "margin", "threshold", "tripped")
+
+    def __init__(self, threshold: float, margin: float, *, fails_above: bool) -> None:
+        if margin < 0.0:
+            raise ValueError(f"hysteresis margin must not be negative, got {margin}")
+        self.threshold = threshold
+        self.margin = margin
+        self.fails_above = fails_above
+        self.tripped = False
+
+    def limit(self) -> float:
+        """Where the verdict changes now: the threshold, or the threshold plus the band."""
+        if not self.tripped:
+            return self.threshold
+        return self.threshold - self.margin if self.fails_above else self.threshold + self.margin
+
+    def check(self, value: float) -> bool:
+        """Judge `value` (and remember it): True while the threshold is crossed."""
+        limit = self.limit()
+        self.tripped = value > limit if self.fails_above else value < limit
+        return self.tripped
 
 
 class SelfTest(Protocol):

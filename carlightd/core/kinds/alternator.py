@@ -3,6 +3,24 @@
 Here: its configuration, its reading, its failures and its self-test. Its DTCs are the
 `kind = "alternator"` entries of `carlightd/core/dtc_catalogue.toml`; the simulated alternator is
 `carlightd/sources/simulated/parts/alternator.py` (the core never imports a source).
+
+Self-test thresholds and their hysteresis (README, Self-tests): each trips at its threshold and
+passes again only once back past it by a margin.
+- `no_output`: output below 2 A with the engine running; passes again above 3 A. With the field
+  duty below 95 % and the bus below set-point - 0.6 V, the regulator is not even asking for current
+  (its set-point drifted under the battery's voltage): that is `undercharging`, not `no_output`.
+- `diode_failure`: ripple above 0.5 V peak to peak; passes again below 0.4 V.
+- `overcharging`: bus above set-point + 0.6 V; passes again below set-point + 0.5 V.
+- `undercharging`: bus below set-point - 0.6 V with the field below 95 %; passes again above
+  set-point - 0.5 V.
+Not run (each with its reason; nothing heals on them but what is listed as still judged):
+- no reading: nothing judged;
+- engine not running (below 400 rpm, key off included): the regulator's report is still checked for
+  plausibility, so a repaired `sensor_fault` heals with the engine off; nothing else is judged;
+- alternator at full field (duty 95 % or more) with the bus not above the overcharging threshold:
+  the demand, not the regulator, sets the bus, so `undercharging`, `overcharging` and `no_output`
+  cannot be judged; `sensor_fault` and `diode_failure` (ripple) still are. It used to say passed,
+  which healed a regulator fault that was still there.
 """
 
 from __future__ import annotations
@@ -14,7 +32,15 @@ from pydantic import Field
 
 from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind, Reading
 from carlightd.core.kinds.spec import KindSpec, PartConfig
-from carlightd.core.selftests import NO_ANSWER, PASSED, ReadOutcome, SelfTestResult, fail, not_run
+from carlightd.core.selftests import (
+    NO_ANSWER,
+    PASSED,
+    Hysteresis,
+    ReadOutcome,
+    SelfTestResult,
+    fail,
+    not_run,
+)
 
 
 class AlternatorConfig(PartConfig):
@@ -44,6 +70,11 @@ ALTERNATOR_REGULATION_BAND_V = 0.6
 ALTERNATOR_SATURATED_DUTY = 0.95
 ALTERNATOR_MIN_OUTPUT_A = 2.0  # a running engine alone draws far more than this
 ENGINE_RUNNING_RPM = 400.0
+ALTERNATOR_VOLTAGE_MARGIN_V = 0.1  # hysteresis of the regulation band; > 15 sigma of the sense
+ALTERNATOR_RIPPLE_MARGIN_V = 0.1
+ALTERNATOR_OUTPUT_MARGIN_A = 1.0
+_SENSOR_ONLY = frozenset({SENSOR_FAULT})
+_AT_FULL_FIELD = frozenset({SENSOR_FAULT, "diode_failure"})
 
 
 class AlternatorTest:
@@ -55,6 +86,15 @@ class AlternatorTest:
     def __init__(self, config: AlternatorConfig) -> None:
         self.setpoint_v = config.setpoint_v
         self.max_plausible_a = config.rated_current_a * 1.3
+        band, margin = ALTERNATOR_REGULATION_BAND_V, ALTERNATOR_VOLTAGE_MARGIN_V
+        self.no_output = Hysteresis(
+            ALTERNATOR_MIN_OUTPUT_A, ALTERNATOR_OUTPUT_MARGIN_A, fails_above=False
+        )
+        self.ripple = Hysteresis(
+            ALTERNATOR_RIPPLE_LIMIT_V, ALTERNATOR_RIPPLE_MARGIN_V, fails_above=True
+        )
+        self.over = Hysteresis(self.setpoint_v + band, margin, fails_above=True)
+        self.under = Hysteresis(self.setpoint_v - band, margin, fails_above=False)
 
     def assess(self, reading: ReadOutcome, ignition: Ignition) -> SelfTestResult:
         if not isinstance(reading, AlternatorReading):
@@ -73,18 +113,29 @@ class AlternatorTest:
                 f"duty {reading.field_duty:.2f}",
             )
         if reading.engine_rpm < ENGINE_RUNNING_RPM:
-            return not_run("engine not running")
-        if reading.output_a < ALTERNATOR_MIN_OUTPUT_A:
-            return fail("no_output", f"output {reading.output_a:.1f} A with engine running")
-        if reading.ripple_v > ALTERNATOR_RIPPLE_LIMIT_V:
-            return fail("diode_failure", f"ripple {reading.ripple_v:.2f} V peak to peak")
+            return not_run("engine not running", _SENSOR_ONLY)
         regulated = f"bus {reading.output_v:.2f} V for set-point {self.setpoint_v:.2f} V"
-        if reading.output_v > self.setpoint_v + ALTERNATOR_REGULATION_BAND_V:
+        saturated = reading.field_duty >= ALTERNATOR_SATURATED_DUTY
+        if self.no_output.check(reading.output_a):
+            if not saturated and self.under.check(reading.output_v):
+                # The regulator is not asking: its set-point is below what the battery holds.
+                return fail(
+                    "undercharging",
+                    f"{regulated}, output {reading.output_a:.1f} A at field duty "
+                    f"{reading.field_duty:.0%}",
+                )
+            return fail("no_output", f"output {reading.output_a:.1f} A with engine running")
+        if self.ripple.check(reading.ripple_v):
+            return fail("diode_failure", f"ripple {reading.ripple_v:.2f} V peak to peak")
+        if saturated and reading.output_v <= self.over.limit():
+            # Giving everything it has: the demand sets the bus; regulation cannot be judged.
+            return not_run(
+                f"alternator at full field ({regulated}, field duty {reading.field_duty:.0%})",
+                _AT_FULL_FIELD,
+            )
+        if self.over.check(reading.output_v):
             return fail("overcharging", regulated)
-        if (
-            reading.output_v < self.setpoint_v - ALTERNATOR_REGULATION_BAND_V
-            and reading.field_duty < ALTERNATOR_SATURATED_DUTY
-        ):
+        if self.under.check(reading.output_v):
             return fail("undercharging", f"{regulated}, field duty {reading.field_duty:.0%}")
         return PASSED
 

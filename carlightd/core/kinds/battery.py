@@ -3,10 +3,25 @@
 Here: its configuration, its reading, its failures, its self-test and what it depends on. Its DTCs
 are the `kind = "battery"` entries of `carlightd/core/dtc_catalogue.toml`; the simulated battery is
 `carlightd/sources/simulated/parts/battery.py` (the core never imports a source).
+
+Self-test thresholds and their hysteresis (README, Self-tests): each trips at its threshold and
+passes again only once back past it by a margin, so a value sitting on it does not flap.
+- `dead_cell`: open-circuit voltage below 11.5 V; passes again above 11.6 V.
+- `weak`: internal resistance above 3 x nominal; passes again below 2.5 x nominal.
+- `discharged`: open-circuit voltage below 12.105 V (15 % charge); passes again above 12.155 V
+  (about 22 %): a slow drain crosses it once.
+Plausibility is physics, not a fixed floor: a terminal voltage is believed down to what the
+emptiest battery with a dead cell (10.0 V) gives at the measured current through a worn-out
+internal resistance (15 x nominal), so a weak battery's sagging step voltage is judged `weak`,
+never a `sensor_fault`. The resistance the test resolves follows from the sensor's noise at its
+worst (the self-test's own calibration below): the configuration accepts no nominal resistance
+whose `weak` threshold is less than five standard deviations above it.
+The battery test always runs while its sensor answers (it needs neither engine nor key).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +29,14 @@ from pydantic import Field
 
 from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind, Reading
 from carlightd.core.kinds.spec import IdsByKind, KindSpec, PartConfig
-from carlightd.core.selftests import NO_ANSWER, PASSED, ReadOutcome, SelfTestResult, fail
+from carlightd.core.selftests import (
+    NO_ANSWER,
+    PASSED,
+    Hysteresis,
+    ReadOutcome,
+    SelfTestResult,
+    fail,
+)
 
 # Specifications both the car and its diagnostics know, as a workshop manual would state them.
 BATTERY_TEST_PULSE_A = 30.0  # the load the battery test step adds
@@ -30,7 +52,8 @@ def open_circuit_voltage(soc: float) -> float:
 class BatteryConfig(PartConfig):
     kind: Literal["battery"]
     capacity_ah: float = Field(default=60.0, gt=1.0, le=400.0)
-    internal_resistance_mohm: float = Field(default=5.0, gt=0.5, le=20.0)
+    # From 1 mΩ: below it, sense noise could pass for a weak battery (BATTERY_MIN_RESISTANCE_MOHM).
+    internal_resistance_mohm: float = Field(default=5.0, ge=1.0, le=20.0)
     initial_soc: float = Field(default=0.85, ge=0.3, le=1.0)
 
 
@@ -56,11 +79,51 @@ class BatteryReading(Reading):
 
 FAILURES = ("discharged", "weak", "dead_cell", SENSOR_FAULT)
 
-BATTERY_VOLTAGE_RANGE_V = (6.0, 18.0)
+BATTERY_MAX_V = 18.0  # no charging system drives a 12 V battery above this
 BATTERY_TEMPERATURE_RANGE_C = (-39.0, 90.0)
-BATTERY_WEAK_FACTOR = 3.0  # internal resistance over this many times nominal: worn out
+BATTERY_WEAK_FACTOR = 3.0  # internal resistance over this many times nominal: worn out …
+BATTERY_WEAK_RESET_FACTOR = 2.5  # … and, once weak, healthy again only below this
 BATTERY_DEAD_CELL_V = 11.5  # a five-cell battery rests below this even when full
+BATTERY_DEAD_CELL_MARGIN_V = 0.1
 BATTERY_DISCHARGED_SOC = 0.15
+BATTERY_DISCHARGED_MARGIN_V = 0.05  # about 7 % of charge; > 5 sigma of the open-circuit estimate
+
+# Plausibility from physics: the lowest open-circuit voltage any battery in the car can have (empty,
+# one cell shorted) and the highest resistance a battery still in service can reach.
+BATTERY_MIN_EMF_V = OCV_EMPTY_V * 5 / 6
+BATTERY_WORN_OUT_FACTOR = 15.0
+
+# Calibration: the sensor's noise at its worst (one standard deviation), as the sensor's data sheet
+# states it. The self-test carries its own figures; it never asks the simulation.
+SENSE_SIGMA_V = 0.006
+SENSE_SIGMA_REL = 0.008
+SENSE_SIGMA_A = 0.002
+# A healthy battery takes at least this share of the pulse (the lamps take the rest as it sags).
+HEALTHY_PULSE_SHARE = 0.8
+RESOLUTION_SIGMAS = 5.0
+
+
+def resistance_sigma(resistance_ohm: float, step_a: float, pulse_a: float) -> float:
+    """One standard deviation of the measured internal resistance, at the sensor's worst noise:
+    the slope of two noisy points, R = ΔV / ΔI."""
+    delta_i = pulse_a - step_a
+    sigma_i = math.hypot(
+        abs(step_a) * SENSE_SIGMA_REL + SENSE_SIGMA_A,
+        abs(pulse_a) * SENSE_SIGMA_REL + SENSE_SIGMA_A,
+    )
+    return math.hypot(math.sqrt(2.0) * SENSE_SIGMA_V, resistance_ohm * sigma_i) / delta_i
+
+
+def min_resolvable_resistance_ohm(load_a: float = 60.0) -> float:
+    """The lowest nominal resistance whose `weak` threshold is RESOLUTION_SIGMAS standard deviations
+    above it, for a healthy battery's pulse at a step load up to `load_a`."""
+    pulse = HEALTHY_PULSE_SHARE * BATTERY_TEST_PULSE_A
+    # sigma grows with R (the current term): iterate R = k sigma(3R) / (factor - 1) to its point.
+    resistance = 0.0
+    for _ in range(20):
+        sigma = resistance_sigma(BATTERY_WEAK_FACTOR * resistance, load_a, load_a + pulse)
+        resistance = RESOLUTION_SIGMAS * sigma / (BATTERY_WEAK_FACTOR - 1.0)
+    return resistance
 
 
 def battery_line(reading: BatteryReading) -> tuple[float, float] | None:
@@ -90,28 +153,63 @@ class BatteryTest:
     kind = Kind.BATTERY
 
     def __init__(self, config: BatteryConfig) -> None:
-        self.weak_ohm = BATTERY_WEAK_FACTOR * config.internal_resistance_mohm / 1000.0
-        self.discharged_v = open_circuit_voltage(BATTERY_DISCHARGED_SOC)
+        nominal = config.internal_resistance_mohm / 1000.0
+        self.worn_out_ohm = BATTERY_WORN_OUT_FACTOR * nominal
+        weak = BATTERY_WEAK_FACTOR * nominal
+        self.weak = Hysteresis(weak, weak - BATTERY_WEAK_RESET_FACTOR * nominal, fails_above=True)
+        self.dead_cell = Hysteresis(
+            BATTERY_DEAD_CELL_V, BATTERY_DEAD_CELL_MARGIN_V, fails_above=False
+        )
+        self.discharged = Hysteresis(
+            open_circuit_voltage(BATTERY_DISCHARGED_SOC),
+            BATTERY_DISCHARGED_MARGIN_V,
+            fails_above=False,
+        )
+
+    def lowest_plausible_v(self, current_a: float) -> float:
+        """The lowest terminal voltage a battery (empty, a dead cell, worn out) gives at this
+        discharge current; below it the reading, not the battery, is wrong."""
+        return BATTERY_MIN_EMF_V - max(0.0, current_a) * self.worn_out_ohm
+
+    def implausible(self, reading: BatteryReading) -> str | None:
+        """What in the reading no battery could produce, or None."""
+        points = (
+            ("voltage", reading.voltage_v, reading.current_a),
+            ("field-off step voltage", reading.step_voltage_v, reading.step_current_a),
+            ("pulse voltage", reading.pulse_voltage_v, reading.pulse_current_a),
+        )
+        for name, volts, amps in points:
+            floor = self.lowest_plausible_v(amps)
+            if not floor <= volts <= BATTERY_MAX_V:
+                return (
+                    f"{name} reads {volts:.2f} V at {amps:.1f} A "
+                    f"(plausible {max(floor, 0.0):.2f}…{BATTERY_MAX_V:.1f} V)"
+                )
+        t_low, t_high = BATTERY_TEMPERATURE_RANGE_C
+        if not t_low <= reading.temperature_c <= t_high:
+            return f"temperature reads {reading.temperature_c:.1f} °C"
+        return None
 
     def assess(self, reading: ReadOutcome, ignition: Ignition) -> SelfTestResult:
         if not isinstance(reading, BatteryReading):
             return NO_ANSWER
-        low, high = BATTERY_VOLTAGE_RANGE_V
-        t_low, t_high = BATTERY_TEMPERATURE_RANGE_C
-        if not (low <= reading.voltage_v <= high and low <= reading.step_voltage_v <= high):
-            return fail(SENSOR_FAULT, f"voltage reads {reading.voltage_v:.2f} V")
-        if not t_low <= reading.temperature_c <= t_high:
-            return fail(SENSOR_FAULT, f"temperature reads {reading.temperature_c:.1f} °C")
+        wrong = self.implausible(reading)
+        if wrong is not None:
+            return fail(SENSOR_FAULT, wrong)
         line = battery_line(reading)
         if line is None:
             return fail(SENSOR_FAULT, "the test pulse did not register")
         emf, resistance = line
         judged = f"open-circuit {emf:.2f} V, internal resistance {resistance * 1000:.1f} mΩ"
-        if emf < BATTERY_DEAD_CELL_V:
+        # Every threshold is judged on every reading, so each band remembers its own side.
+        dead_cell = self.dead_cell.check(emf)
+        weak = self.weak.check(resistance)
+        discharged = self.discharged.check(emf)
+        if dead_cell:
             return fail("dead_cell", judged)
-        if resistance > self.weak_ohm:
+        if weak:
             return fail("weak", judged)
-        if emf < self.discharged_v:
+        if discharged:
             return fail("discharged", judged)
         return PASSED
 

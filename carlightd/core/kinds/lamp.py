@@ -3,6 +3,15 @@
 Here: its configuration, its reading, its failures, its self-test and what it depends on. Its DTCs
 are the `kind = "lamp"` entries of `carlightd/core/dtc_catalogue.toml`; the simulated lamp is
 `carlightd/sources/simulated/parts/lamp.py` (the core never imports a source).
+
+Self-test thresholds and their hysteresis (README, Self-tests), on the ratio of measured to
+expected current at the measured supply: each trips at its threshold and passes again only once
+back past it by 0.05 (a lamp whose ratio sits on a threshold gives one verdict, not a flapping one).
+- `open_circuit`: below 0.15; passes again above 0.20.
+- `degraded`: below 0.80; passes again above 0.85.
+- `short_circuit`: above 1.60; passes again below 1.55 (or the driver trips on overcurrent).
+Not run: ignition off (the controller sleeps), no reading, or a supply below 9.5 V, judged again
+only from 9.7 V. With the supply too low its current sense is still checked (`sensor_fault`).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from carlightd.core.selftests import (
     IGNITION_OFF,
     NO_ANSWER,
     PASSED,
+    Hysteresis,
     ReadOutcome,
     SelfTestResult,
     fail,
@@ -67,6 +77,9 @@ LAMP_MIN_JUDGING_V = LED_DROPOUT_V + 0.5
 LAMP_OPEN_RATIO = 0.15
 LAMP_DEGRADED_RATIO = 0.8
 LAMP_SHORT_RATIO = 1.6
+LAMP_RATIO_MARGIN = 0.05  # hysteresis: > 4 sigma of the ratio at the highest noise
+LAMP_JUDGING_MARGIN_V = 0.2
+_SENSE_ONLY = frozenset({SENSOR_FAULT})
 
 
 class LampTest:
@@ -81,6 +94,10 @@ class LampTest:
         self.is_led = config.technology == "led"
         self.led_current_a = config.power_w / RATED_LAMP_V
         self.resistance = RATED_LAMP_V**2 / config.power_w
+        self.open = Hysteresis(LAMP_OPEN_RATIO, LAMP_RATIO_MARGIN, fails_above=False)
+        self.degraded = Hysteresis(LAMP_DEGRADED_RATIO, LAMP_RATIO_MARGIN, fails_above=False)
+        self.short = Hysteresis(LAMP_SHORT_RATIO, LAMP_RATIO_MARGIN, fails_above=True)
+        self.too_low = Hysteresis(LAMP_MIN_JUDGING_V, LAMP_JUDGING_MARGIN_V, fails_above=False)
 
     def expected_a(self, supply_v: float) -> float:
         return self.led_current_a if self.is_led else supply_v / self.resistance
@@ -95,15 +112,21 @@ class LampTest:
             return fail(SENSOR_FAULT, f"current sense reads {reading.current_a:.2f} A")
         if reading.overcurrent:
             return fail("short_circuit", "driver tripped on overcurrent")
-        if reading.supply_v < LAMP_MIN_JUDGING_V:
-            return not_run(f"supply voltage too low to judge ({reading.supply_v:.2f} V)")
+        if self.too_low.check(reading.supply_v):
+            return not_run(
+                f"supply voltage too low to judge ({reading.supply_v:.2f} V)", _SENSE_ONLY
+            )
         ratio = reading.current_a / self.expected_a(reading.supply_v)
         judged = f"{ratio:.0%} of expected current at {reading.supply_v:.2f} V"
-        if ratio < LAMP_OPEN_RATIO:
+        # Every band is judged on every reading, so each remembers its own side.
+        open_circuit = self.open.check(ratio)
+        degraded = self.degraded.check(ratio)
+        short = self.short.check(ratio)
+        if open_circuit:
             return fail("open_circuit", judged)
-        if ratio < LAMP_DEGRADED_RATIO:
+        if degraded:
             return fail("degraded", judged)
-        if ratio > LAMP_SHORT_RATIO:
+        if short:
             return fail("short_circuit", judged)
         return PASSED
 
