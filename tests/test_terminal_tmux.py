@@ -177,6 +177,25 @@ def fault_list(**fields: Any) -> bytes:
     ).encode()
 
 
+def stored_dtcs(**fields: Any) -> bytes:
+    frame = {"at": AT, "ignition": "run", "engine_rpm": 812.0, "bus_v": 14.02}
+    frame |= {"battery_soc_percent": 81.5, "temperature_c": -3.5}
+    dtc = {
+        "component": "brake_left",
+        "kind": "lamp",
+        "failure": "open_circuit",
+        "dtc": "B1200",
+        "dtc_status": 0x28,
+        "occurrences": 3,
+        "aging_counter": 2,
+        "first_failed": AT,
+        "last_failed": AT,
+        "freeze_frame": frame,
+        **fields,
+    }
+    return json.dumps({"vehicle": "demo-car", "updated_at": AT, "dtcs": [dtc]}).encode()
+
+
 def event(seq: int, **fields: Any) -> bytes:
     values = {"seq": seq, "type": "fault_confirmed", "component": "brake_left", "kind": "lamp"}
     values |= {"failure": "open_circuit", "dtc": "B1200", "at": AT}
@@ -195,6 +214,7 @@ def test_live_table_shows_hostile_text_as_typed_and_goes_on(terminal: Terminal) 
             "components/tail_right": b"{not json",
             "components/tail_left": b'{"reading": ' + b"[" * 5000 + b"]" * 5000 + b"}",
             "faults": fault_list(component=CLEAR + "brake_left"),
+            "dtcs": stored_dtcs(component="dtc" + TITLE, dtc="[blink]P1[/blink]"),
             "status": b"\x1b]0;status\x07 not for this view",
         },
         retain=True,
@@ -202,6 +222,7 @@ def test_live_table_shows_hostile_text_as_typed_and_goes_on(terminal: Terminal) 
     tmux = terminal.start("watch")
     before = tmux.title()
     literals = (MARKUP, LINK, shown(TITLE), shown(BIDI), shown(CLEAR), shown(C1_CLEAR))
+    literals += ("stored DTCs", "dtc" + shown(TITLE), "[blink]P1[/blink]", "0x28 confirmed")
     screen = tmux.wait_for(
         lambda s: all(literal in s for literal in literals) and s.count("warning:") == 2,
         "the hostile text, as typed, and two warnings",
@@ -220,6 +241,11 @@ def test_live_table_shows_hostile_text_as_typed_and_goes_on(terminal: Terminal) 
     screen = tmux.wait_for(lambda s: "#41 fault_confirmed" in s, "the later event")
     assert f"#41 fault_confirmed {MARKUP} open_circuit B1200" in screen
     assert LINK not in screen  # brake_left's DTC is B1200 again
+    # A malformed fault memory is one warning; the view keeps what it showed.
+    terminal.publish({"dtcs": b'{"dtcs": [{"dtc_status": 4096}]}'}, retain=True)
+    screen = tmux.wait_for(lambda s: f"{root}/dtcs: " in s, "the warning about ROOT/dtcs")
+    assert f"warning: skipped a malformed payload on {root}/dtcs: " in screen
+    assert "[blink]P1[/blink]" in screen
     terminal.publish({"events": b'{"seq": "forty-two"}'}, retain=False)
     terminal.publish({"events": event(43)}, retain=False)
     screen = tmux.wait_for(lambda s: "#43 fault_confirmed" in s, "the event after a bad one")
@@ -235,11 +261,24 @@ def test_live_table_shows_hostile_text_as_typed_and_goes_on(terminal: Terminal) 
 def test_plain_watch_lines_are_clean(terminal: Terminal) -> None:
     root = terminal.root
     terminal.publish(
-        {"faults": fault_list(component=BIDI), "availability": TITLE.encode()}, retain=True
+        {
+            "faults": fault_list(component=BIDI),
+            "availability": TITLE.encode(),
+            "dtcs": stored_dtcs(failure=CLEAR + MARKUP),
+        },
+        retain=True,
     )
     tmux = terminal.start("watch | cat")  # piped: plain lines; warnings on the terminal (stderr)
     before = tmux.title()
-    screen = tmux.wait_for(lambda s: "faults: " in s and "availability" in s, "faults, warning")
+    screen = tmux.wait_for(
+        lambda s: "faults: " in s and "availability" in s and "stored DTCs: " in s,
+        "faults, stored DTCs, warning",
+    )
+    assert "stored DTCs: 1" in screen
+    assert (
+        f"  B1200 0x28 confirmed brake_left {shown(CLEAR)}{MARKUP} occurrences 3 aging 2 "
+        "last 2025-01-01T00:00:00 [run 812 rpm 14.02 V 82 % -3.5 °C at 2025-01-01T00:00:00]"
+    ) in screen
     assert f"faults: {shown(BIDI)}:{MARKUP}" in screen
     assert f"warning: skipped a malformed payload on {root}/availability: " in screen
     assert "\\x1b]0;pwned\\x07" in screen
