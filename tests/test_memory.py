@@ -50,13 +50,28 @@ def test_pending_then_confirmed_then_healed() -> None:
     assert memory.records == {}
 
 
-def test_a_passing_cycle_resets_the_failing_streak() -> None:
+def test_a_passing_test_steps_the_counter_down_by_half_an_up_step() -> None:
+    # Counter-based debounce: +127/3 per fail, -127/6 per pass (FDC units). F F P F F is
+    # 2 - 0.5 + 2 = 3.5 up-steps: over +127, confirmed on the fifth test.
     memory = FaultMemory(confirm_cycles=3, heal_cycles=5)
     feed(memory, failing(), 2)
+    record = memory.records[(LAMP, "open_circuit")]
+    assert memory.fdc(record) == 84
     feed(memory, passing())
-    feed(memory, failing(), 2)
-    assert memory.records[(LAMP, "open_circuit")].status == "pending"
+    assert memory.fdc(record) == 63
+    assert feed(memory, failing()) == []
+    assert record.status == "pending"
     assert feed(memory, failing()) == [("fault_confirmed", 2)]
+    assert memory.fdc(record) == 127
+
+
+def test_a_pending_record_goes_when_its_counter_reaches_minus_128() -> None:
+    # From +42 (one failure) down by 21.17 per pass: 9 passes in a row (2c + 3).
+    memory = FaultMemory(confirm_cycles=3, heal_cycles=1)
+    feed(memory, failing())
+    assert feed(memory, passing(), 8) == []
+    assert feed(memory, passing()) == [("fault_cleared", 2)]
+    assert memory.records == {} and memory.stored == {}  # never confirmed: nothing stored
 
 
 def test_not_run_changes_nothing() -> None:
@@ -72,11 +87,11 @@ def test_a_broken_sensor_does_not_heal_the_parts_other_faults() -> None:
     events = feed(memory, failing(failure="sensor_fault"), 3)
     assert ("fault_cleared", 3) not in events
     assert set(memory.records) == {(LAMP, "degraded"), (LAMP, "sensor_fault")}
-    # A different electrical verdict does heal the old one (the test ran and did not see it).
+    # Nor does another failure of the part: it is not a pass for this one (issue 12).
     memory2 = FaultMemory(confirm_cycles=1, heal_cycles=1)
     feed(memory2, failing(failure="degraded"))
-    feed(memory2, failing(failure="open_circuit"))
-    assert set(memory2.records) == {(LAMP, "open_circuit")}
+    feed(memory2, failing(failure="open_circuit"), 5)
+    assert set(memory2.records) == {(LAMP, "degraded"), (LAMP, "open_circuit")}
 
 
 def test_confirm_after_one_cycle_emits_both_events_in_order() -> None:
@@ -129,7 +144,7 @@ def test_iso14229_status_bits() -> None:
     feed(memory, passing())
     assert not record.status_byte() & DTCStatus.TEST_FAILED
     # A new operation cycle (key turned on again) before the part has been tested.
-    memory.start_operation_cycle()
+    assert memory.start_operation_cycle(T0) == []
     bits = record.status_byte()
     assert bits & DTCStatus.TEST_NOT_COMPLETED_THIS_OPERATION_CYCLE
     assert not bits & DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE

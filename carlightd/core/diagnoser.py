@@ -18,6 +18,7 @@ from carlightd.core.kinds.alternator import AlternatorReading
 from carlightd.core.kinds.battery import BatteryReading, state_of_charge
 from carlightd.core.kinds.controller import ControllerReading
 from carlightd.core.memory import (
+    DtcEntry,
     FaultEvent,
     FaultMemory,
     FaultRecord,
@@ -85,7 +86,21 @@ class CycleReport:
         return {f.component: f.failure for f in self.faults if f.consequence_of is None}
 
 
-def _fault(record: FaultRecord) -> Fault:
+def _freeze_frame(telemetry: Telemetry, now: datetime) -> FreezeFrame:
+    battery = telemetry.battery
+    soc = telemetry.battery_soc
+    return FreezeFrame(
+        at=now,
+        ignition=telemetry.ignition,
+        engine_rpm=telemetry.engine_rpm,
+        bus_v=telemetry.bus_v,
+        battery_soc_percent=None if soc is None else round(soc * 100, 1),
+        temperature_c=battery.temperature_c if battery else None,
+    )
+
+
+def _fault(record: FaultRecord, entry: DtcEntry | None) -> Fault:
+    confirmed = record.status == "confirmed" and entry is not None
     return Fault(
         record.component,
         record.kind,
@@ -95,6 +110,8 @@ def _fault(record: FaultRecord) -> Fault:
         record.since,
         record.description,
         record.consequence_of,
+        entry.occurrences if entry is not None else 0,
+        entry.freeze_frame if confirmed and entry is not None else None,
     )
 
 
@@ -158,7 +175,7 @@ class Diagnoser:
         self, ignition: Ignition, readings: Mapping[str, ReadOutcome], now: datetime
     ) -> CycleReport:
         if ignition is not Ignition.OFF and self._last_ignition in (Ignition.OFF, None):
-            self.memory.start_operation_cycle()
+            self._carried += self.memory.start_operation_cycle(now)
         self._last_ignition = ignition
         self.cycle += 1
         results = {
@@ -166,7 +183,8 @@ class Diagnoser:
             for part_id, test in self.tests.items()
         }
         findings = isolate(results, self.topology, self.memory.remembered_roots())
-        events = self._carried + self.memory.update(findings, now)
+        frame = _freeze_frame(_telemetry(ignition, readings), now)
+        events = self._carried + self.memory.update(findings, now, frame)
         self._carried = []
         self._last = (ignition, findings, readings)
         return self._report(events, now)
@@ -198,8 +216,12 @@ class Diagnoser:
             cycle=self.cycle,
             at=now,
             components=components,
-            faults=[_fault(r) for r in self.memory.faults()],
+            faults=[
+                _fault(r, self.memory.stored.get((r.component, r.failure)))
+                for r in self.memory.faults()
+            ],
             warning_lamps=self.memory.warning_lamps(),
             events=events,
             telemetry=_telemetry(ignition, readings),
+            dtcs=self.memory.dtcs(),
         )

@@ -27,18 +27,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from carlightd import logs
-from carlightd.core.domain import Kind
+from carlightd.core.domain import Ignition, Kind
 from carlightd.core.kinds import FAILURES
 from carlightd.core.memory import (
     MAX_SEQ,
+    DtcEntry,
     EventType,
     FaultEvent,
     FaultMemory,
     FaultRecord,
     FaultStatus,
+    FreezeFrame,
 )
 from carlightd.errors import CarlightdError
 
@@ -59,6 +61,42 @@ class _StoredRecord(BaseModel):
     status: FaultStatus
     since: datetime
     consequence_of: str | None
+    # Version 2: the debounce state (a version 1 file has none: a pending record restarts at 0).
+    counter: int = 0
+    failing_streak: int = 0
+    passing_streak: int = 0
+    failed_last_test: bool = False
+    failed_this_operation_cycle: bool = False
+    tested_this_operation_cycle: bool = False
+
+
+class _StoredFreezeFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    at: datetime
+    ignition: Ignition
+    engine_rpm: float | None
+    bus_v: float | None
+    battery_soc_percent: float | None
+    temperature_c: float | None
+
+
+class _StoredDtc(BaseModel):
+    """Version 2: a DTC kept in the fault memory (`DtcEntry`)."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    component: str
+    kind: Kind
+    failure: str
+    first_failed: datetime
+    last_failed: datetime
+    occurrences: int = Field(ge=0)
+    aging_counter: int = Field(ge=0)
+    freeze_frame: _StoredFreezeFrame | None
+    failed_last_test: bool
+    failed_this_operation_cycle: bool
+    tested_this_operation_cycle: bool
 
 
 class _StoredEvent(BaseModel):
@@ -77,11 +115,38 @@ class _StoredMemory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["carlightd.fault-memory"]
-    version: Literal[1]
+    version: Literal[1, 2]  # 2 adds the debounce state and the stored DTCs; 1 is still read
     vehicle: str
     seq: int
     records: list[_StoredRecord]
+    dtcs: list[_StoredDtc] = []
     outbox: list[_StoredEvent] = []
+
+
+def _entry(d: _StoredDtc) -> DtcEntry:
+    frame = d.freeze_frame
+    return DtcEntry(
+        d.component,
+        d.kind,
+        d.failure,
+        d.first_failed,
+        d.last_failed,
+        occurrences=d.occurrences,
+        aging_counter=d.aging_counter,
+        freeze_frame=None
+        if frame is None
+        else FreezeFrame(
+            frame.at,
+            frame.ignition,
+            frame.engine_rpm,
+            frame.bus_v,
+            frame.battery_soc_percent,
+            frame.temperature_c,
+        ),
+        failed_last_test=d.failed_last_test,
+        failed_this_operation_cycle=d.failed_this_operation_cycle,
+        tested_this_operation_cycle=d.tested_this_operation_cycle,
+    )
 
 
 def describe_error(error: OSError) -> str:
@@ -199,12 +264,30 @@ class StateStore:
                 r.status,
                 r.since,
                 r.consequence_of,
-                failed_last_test=False,
-                failed_this_operation_cycle=False,
-                tested_this_operation_cycle=False,
+                failing_streak=r.failing_streak,
+                passing_streak=r.passing_streak,
+                failed_last_test=r.failed_last_test,
+                failed_this_operation_cycle=r.failed_this_operation_cycle,
+                tested_this_operation_cycle=r.tested_this_operation_cycle,
+                counter=memory.counter_max if r.status == "confirmed" else r.counter,
             )
             for r in stored.records
         }
+        memory.stored = {(d.component, d.failure): _entry(d) for d in stored.dtcs}
+        for key, record in memory.records.items():
+            if record.status == "confirmed" and key not in memory.stored:
+                # A version 1 file: its confirmed faults are stored DTCs, confirmed once.
+                memory.stored[key] = DtcEntry(
+                    record.component,
+                    record.kind,
+                    record.failure,
+                    record.since,
+                    record.since,
+                    occurrences=1,
+                    failed_last_test=False,
+                    failed_this_operation_cycle=False,
+                    tested_this_operation_cycle=False,
+                )
         return [
             FaultEvent(e.seq, e.type, e.component, e.kind, e.failure, e.dtc, e.at)
             for e in stored.outbox
@@ -245,9 +328,11 @@ class StateStore:
             return f"belongs to vehicle {stored.vehicle!r}, not {self.vehicle_id!r}"
         if not 0 <= stored.seq <= MAX_SEQ:
             return f"event sequence number {stored.seq} out of range (0 to {MAX_SEQ})"
-        for record in stored.records:
-            if record.failure not in FAILURES[record.kind]:
-                return f"unknown failure {record.kind}/{record.failure}"
+        known = [(r.kind, r.failure) for r in stored.records]
+        known += [(d.kind, d.failure) for d in stored.dtcs]
+        for kind, failure in known:
+            if failure not in FAILURES[kind]:
+                return f"unknown failure {kind}/{failure}"
         seqs = [event.seq for event in stored.outbox]
         if seqs != sorted(seqs) or (seqs and seqs[-1] > stored.seq):
             return "outbox events out of order or ahead of the sequence"
@@ -261,7 +346,7 @@ class StateStore:
         """
         stored = _StoredMemory(
             format=FORMAT,
-            version=1,
+            version=2,
             vehicle=self.vehicle_id,
             seq=memory.seq,
             records=[
@@ -272,9 +357,16 @@ class StateStore:
                     status=r.status,
                     since=r.since,
                     consequence_of=r.consequence_of,
+                    counter=r.counter,
+                    failing_streak=r.failing_streak,
+                    passing_streak=r.passing_streak,
+                    failed_last_test=r.failed_last_test,
+                    failed_this_operation_cycle=r.failed_this_operation_cycle,
+                    tested_this_operation_cycle=r.tested_this_operation_cycle,
                 )
                 for r in memory.faults()
             ],
+            dtcs=[_StoredDtc.model_validate(e) for _, e in sorted(memory.stored.items())],
             outbox=[_StoredEvent.model_validate(event) for event in outbox],
         )
         try:
