@@ -272,7 +272,7 @@ async def test_a_viewers_inject_fault_never_reaches_the_daemon(acl_broker: AclBr
         ]
         assert latest(sub, f"{root}/components/brake_left")["status"] == "ok"
         assert latest(sub, f"{root}/components/tail_left")["status"] == "failed"
-        assert service.daemon.car.failures() == {"tail_left": "open_circuit"}
+        assert service.daemon.car.failures() == {"tail_left": {"open_circuit"}}
         assert service.daemon.car.ignition.value == "run"
         assert not [e for e in sub.json_on(f"{root}/events") if e["component"] == "brake_left"]
 
@@ -405,7 +405,7 @@ async def test_the_command_line_under_each_role(acl_broker: AclBroker) -> None:
         code, out, err = await carlightd(service, "viewer", "inject", "tail_left", "open_circuit")
         assert code == 1
         assert "no response from vehicle" in err
-        assert service.daemon.car.failures() == {"brake_left": "open_circuit"}
+        assert service.daemon.car.failures() == {"brake_left": {"open_circuit"}}
 
 
 @pytest.mark.parametrize(
@@ -483,7 +483,7 @@ async def test_the_readmes_broker_configuration_with_tls(
             ),
             what="the workshop's fault, read by the viewer",
         )
-        assert service.daemon.car.failures() == {"tail_left": "open_circuit"}
+        assert service.daemon.car.failures() == {"tail_left": {"open_circuit"}}
     with pytest.raises(aiomqtt.MqttError, match=r"(?i)not authori[sz]ed"):
         async with tls.client(None):
             pass

@@ -116,7 +116,7 @@ async def test_each_command_and_each_malformed_request(
         assert car.ignition is Ignition.ON
         ok = await ask("inject_fault", b'{"component": "battery", "failure": "weak"}')
         assert ok["status"] == "ok"
-        assert car.failures() == {"battery": "weak"}
+        assert car.failures() == {"battery": {"weak"}}
         # The malformed: each gets an error naming the problem, the transaction when readable.
         cases = {
             ("inject_fault", b"\xc3\x28"): "payload is not UTF-8 text",

@@ -93,7 +93,7 @@ def test_battery_charges_while_driving_and_drains_with_key_on() -> None:
 def test_repair_gives_a_healthy_part() -> None:
     bench = Bench(ignition=Ignition.RUN)
     bench.car.inject("battery", "discharged")
-    assert bench.car.failures() == {"battery": "discharged"}
+    assert bench.car.failures() == {"battery": {"discharged"}}
     bench.car.repair("battery")
     assert bench.car.failures() == {}
     assert bench.car.battery.soc == pytest.approx(0.85)

@@ -21,6 +21,7 @@ from carlightd.errors import CarlightdError, UnknownPartError
 from carlightd.sources.simulated.electrical import BusState, Loads, solve_bus
 from carlightd.sources.simulated.parts import SIMULATED, Part
 from carlightd.sources.simulated.parts.alternator import Alternator
+from carlightd.sources.simulated.parts.base import check_intermittent, intermittency_rng
 from carlightd.sources.simulated.parts.battery import Battery
 from carlightd.sources.simulated.profile import DriverInputs, ProfileName, driver_inputs
 from carlightd.sources.simulated.sensors import Noise, part_rng
@@ -69,6 +70,7 @@ class Car:
         self.parts: dict[str, Part] = {c.id: _build(c) for c in components}
         self.kinds: dict[str, Kind] = {c.id: Kind(c.kind) for c in components}
         self._noise = {c.id: Noise(part_rng(seed, c.id), noise) for c in components}
+        self._intermittency = {c.id: intermittency_rng(seed, c.id) for c in components}
         self.battery = next(p for p in self.parts.values() if isinstance(p, Battery))
         self.alternator = next(p for p in self.parts.values() if isinstance(p, Alternator))
         # Who answers for a part measured through another (a lamp: its controller).
@@ -101,28 +103,40 @@ class Car:
         except KeyError:
             raise UnknownPartError(part_id, sorted(self.parts)) from None
 
-    def inject(self, part_id: str, failure: str) -> None:
-        """Break a part; raises UnknownPartError or UnknownFailureError for nonsense."""
+    def inject(self, part_id: str, failure: str, intermittent: float | None = None) -> None:
+        """Break a part besides whatever else is broken in it: for good, or (`intermittent`, a
+        presence 0 < p < 1) in a seeded fraction p of cycles, this one drawn at once. Raises
+        UnknownPartError, UnknownFailureError or ValueError (naming `intermittent`) for nonsense."""
         part = self.part(part_id)
         check_failure(self.kinds[part_id], failure)
-        if failure == SENSOR_FAULT:
+        check_intermittent(intermittent)
+        if failure == SENSOR_FAULT and SENSOR_FAULT not in part.held:  # broken once, not again
             part.break_sensor(self, self._noise[part_id])
-        part.inject(failure)
+        present = intermittent is None or self._intermittency[part_id].random() < intermittent
+        part.inject(failure, intermittent, present=present)
         self._bus = self._solve()
 
     def repair(self, part_id: str) -> None:
+        """A new part: every failure it held is mended."""
         self.part(part_id).repair()
         self._bus = self._solve()
 
-    def failures(self) -> dict[str, str]:
-        """What is really broken (for tests and the demo script)."""
-        return {pid: p.failure for pid, p in self.parts.items() if p.failure is not None}
+    def failures(self) -> dict[str, frozenset[str]]:
+        """What is really broken, intermittent or not (for tests and the demo script)."""
+        return {pid: frozenset(p.held) for pid, p in self.parts.items() if p.held}
+
+    def present(self) -> dict[str, frozenset[str]]:
+        """The failures acting in this cycle (an intermittent one is absent in some)."""
+        return {pid: p.present for pid, p in self.parts.items() if p.present}
 
     # --- physics -------------------------------------------------------------------------------
 
     def advance(self, dt_s: float) -> None:
-        """Let dt pass: the driver acts, the battery charges or drains, the bus settles."""
+        """Let dt pass (one cycle): intermittent failures come or go, the driver acts, the
+        battery charges or drains, the bus settles."""
         self.time_s += dt_s
+        for part_id, part in self.parts.items():  # a new cycle for intermittent failures
+            part.roll(self._intermittency[part_id])
         self._inputs = driver_inputs(self.profile, self.time_s, self.ignition)
         self._bus = self._solve()
         self.battery.settle(self._bus.battery_in_a, dt_s)

@@ -35,8 +35,8 @@ class SimulatedSource:
 
     # --- the workshop's hands ----------------------------------------------------------------
 
-    def inject(self, part_id: str, failure: str) -> None:
-        self.car.inject(part_id, failure)
+    def inject(self, part_id: str, failure: str, intermittent: float | None = None) -> None:
+        self.car.inject(part_id, failure, intermittent)
 
     def repair(self, part_id: str) -> None:
         self.car.repair(part_id)

@@ -3,6 +3,12 @@
 Its configuration, reading, failures and self-test are in `carlightd.core.kinds.alternator`; this
 is the part the simulated car is built from, which the core never imports (it lives with its
 source).
+
+Several failures at once: `no_output` (belt or rotor) gives no current whatever else is wrong;
+`overcharging` (the regulator lost control of the field, which stays full on) wins over
+`undercharging` (a set-point drifted low), since a full field ignores the set-point; a lost phase
+(`diode_failure`) cuts the capacity and adds ripple on top of either regulator failure. A broken
+sensor (`sensor_fault`) changes only what the regulator reports.
 """
 
 from __future__ import annotations
@@ -25,25 +31,25 @@ class Alternator(SimulatedPart[AlternatorConfig, AlternatorReading]):
 
     @property
     def setpoint_v(self) -> float:
-        if self.failure == "undercharging":  # the regulator drifted low
-            return self.config.setpoint_v - 1.2
-        if self.failure == "overcharging":  # the regulator lost control of the field
+        if self.has("overcharging"):  # the regulator lost control of the field
             return self.config.setpoint_v + 1.6
+        if self.has("undercharging"):  # the regulator drifted low
+            return self.config.setpoint_v - 1.2
         return self.config.setpoint_v
 
     def capacity_a(self, rpm: float) -> float:
         """The most current the alternator can give at this engine speed."""
-        if rpm < MIN_TURNING_RPM or self.failure == "no_output":
+        if rpm < MIN_TURNING_RPM or self.has("no_output"):
             return 0.0
         span = (rpm - IDLE_RPM) / (FULL_OUTPUT_RPM - IDLE_RPM)
         fraction = min(1.0, max(0.0, IDLE_OUTPUT_FRACTION + (1 - IDLE_OUTPUT_FRACTION) * span))
         capacity = self.config.rated_current_a * fraction
-        if self.failure == "diode_failure":  # one phase lost
+        if self.has("diode_failure"):  # one phase lost
             capacity *= 0.6
         return capacity
 
     def ripple_v(self, field_duty: float) -> float:
-        if self.failure == "diode_failure":
+        if self.has("diode_failure"):
             return 0.9 + 0.8 * field_duty
         return 0.04 + 0.12 * field_duty
 

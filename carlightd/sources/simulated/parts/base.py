@@ -1,10 +1,18 @@
 """What every simulated part is: a configured part that can break, be repaired, draw from the bus
 and carry out its test step. The car (`car.py`) holds the parts and the bus; each part knows only
 itself and what it sees of the car while it is measured (`CarView`).
+
+A part holds a set of failures (DESIGN §2): injecting one never mends another, and `repair` mends
+them all. Each held failure is standing (present in every cycle) or intermittent with a presence
+p: at every cycle (`roll`) it is present with probability p, drawn from the part's own
+intermittency stream (see `intermittency_rng`), so the part behaves as if only its `present`
+failures were there. Where two failures of one part interact, each kind's module says what wins.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from abc import ABC, abstractmethod
 from typing import ClassVar, Generic, Protocol, TypeVar
 
@@ -20,6 +28,27 @@ ReadingT = TypeVar("ReadingT", bound=Reading)
 # (siemens of filament, amperes of constant-current drivers) a part draws from the bus.
 Draw = tuple[float, float]
 NO_DRAW: Draw = (0.0, 0.0)
+
+
+def check_intermittent(intermittent: float | None) -> None:
+    """ValueError naming `intermittent` unless it is None or a presence strictly between 0 and 1."""
+    if intermittent is None:
+        return
+    if isinstance(intermittent, bool) or not isinstance(intermittent, int | float):
+        raise ValueError(f"intermittent: must be a number, not {type(intermittent).__name__}")
+    if not (math.isfinite(intermittent) and 0.0 < intermittent < 1.0):
+        raise ValueError(
+            f"intermittent: must be strictly between 0 and 1 (a presence), not {intermittent!r}"
+        )
+
+
+def intermittency_rng(seed: int, part_id: str) -> random.Random:
+    """The stream that decides, cycle by cycle, whether a part's intermittent failures are present:
+    one per part, seeded from (seed, part id) as a string (hashed by SHA-512, so the same in every
+    process), apart from the noise stream (`sensors.part_rng`) so that an intermittent failure
+    does not change the noise the part's readings carry. One draw per intermittent failure per
+    cycle, in the failures' alphabetical order."""
+    return random.Random(f"intermittent:{seed}:{part_id}")
 
 
 class CarView(Protocol):
@@ -43,7 +72,9 @@ class SimulatedPart(ABC, Generic[ConfigT, ReadingT]):
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
-        self.failure: str | None = None
+        # The failures it holds: None for a standing one, else its presence p (0 < p < 1).
+        self.held: dict[str, float | None] = {}
+        self.present: frozenset[str] = frozenset()  # those acting in this cycle
         self._sensor_fault = ""  # the pattern a broken sensor follows
         self._stuck: ReadingT | None = None  # what a broken sensor read when it broke
 
@@ -52,13 +83,41 @@ class SimulatedPart(ABC, Generic[ConfigT, ReadingT]):
         """It no longer answers, nor for the parts it measures."""
         return False
 
-    def inject(self, failure: str) -> None:
-        self.failure = failure
+    def has(self, failure: str) -> bool:
+        """Whether `failure` acts on the part in this cycle."""
+        return failure in self.present
+
+    def inject(
+        self, failure: str, intermittent: float | None = None, *, present: bool = True
+    ) -> None:
+        """Hold `failure` besides the others (injected again: its presence is updated). An
+        intermittent one is `present` in this cycle or not as the car drew it."""
+        check_intermittent(intermittent)
+        self.held[failure] = intermittent
+        self._set_present(self.present | {failure} if present else self.present - {failure})
 
     def repair(self) -> None:
-        self.failure = None
+        """A new part: every failure mended."""
+        self.held = {}
         self._sensor_fault = ""
         self._stuck = None
+        self._set_present(frozenset())
+
+    def roll(self, rng: random.Random) -> None:
+        """A new cycle: each intermittent failure is drawn present (probability p) or absent."""
+        present = {f for f, p in self.held.items() if p is None}
+        for failure, presence in sorted(self.held.items()):
+            if presence is not None and rng.random() < presence:
+                present.add(failure)
+        self._set_present(frozenset(present))
+
+    def _set_present(self, present: frozenset[str]) -> None:
+        if present != self.present:
+            self.present = present
+            self.changed()
+
+    def changed(self) -> None:
+        """The failures acting on it changed: a part that works out its draw once does it again."""
 
     def draw(self, inputs: DriverInputs) -> Draw:
         """What it takes from the bus now, besides the car's steady loads."""
@@ -77,7 +136,7 @@ class SimulatedPart(ABC, Generic[ConfigT, ReadingT]):
 
     def reading(self, car: CarView, noise: Noise) -> ReadingT:
         """What the car reads from this part: its sensors, working or broken."""
-        if self.failure == SENSOR_FAULT:
+        if self.has(SENSOR_FAULT):
             # Read as if working first, so that the noise stream advances the same either way.
             return self.broken(self.measure(car, noise), self._sensor_fault, noise)
         return self.measure(car, noise)

@@ -3,6 +3,14 @@ charge acceptance — and its intelligent battery sensor.
 
 Its configuration, reading, failures and self-test are in `carlightd.core.kinds.battery`; this is
 the part the simulated car is built from, which the core never imports (it lives with its source).
+
+Its failures act on separate things, so several at once simply add up: `discharged` on the state
+of charge, `weak` on the internal resistance, `dead_cell` on the open-circuit voltage (five cells
+of six); a broken sensor (`sensor_fault`) changes only what the sensor reports. A standing
+`discharged` drains the battery once, when injected, and it charges back as any battery would; an
+intermittent one cannot drain and refill it from one cycle to the next, so in the cycles it is
+present the battery acts as one charged to `DISCHARGED_SOC` (the charge it holds is set aside, and
+counted on, untouched, as the car drives).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ CELLS = 6
 CHARGE_POLARISATION_OHM = 0.040
 CHARGE_POLARISATION_SOC_OHM = 0.70
 BATTERY_TEMPERATURE_C = 20.0
+DISCHARGED_SOC = 0.05
 
 
 class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
@@ -34,10 +43,19 @@ class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
         self.nominal_resistance = config.internal_resistance_mohm / 1000.0
         self.soc = config.initial_soc
 
-    def inject(self, failure: str) -> None:
-        super().inject(failure)
-        if failure == "discharged":
-            self.soc = 0.05
+    def inject(
+        self, failure: str, intermittent: float | None = None, *, present: bool = True
+    ) -> None:
+        super().inject(failure, intermittent, present=present)
+        if failure == "discharged" and intermittent is None:
+            self.soc = DISCHARGED_SOC
+
+    @property
+    def _acting_soc(self) -> float:
+        """The charge it acts with now: an intermittent discharge, present, puts it out of reach."""
+        if self.has("discharged") and self.held.get("discharged") is not None:
+            return min(self.soc, DISCHARGED_SOC)
+        return self.soc
 
     def repair(self) -> None:
         """A new battery, charged as the configured one was."""
@@ -46,21 +64,21 @@ class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
 
     @property
     def emf(self) -> float:
-        ocv = open_circuit_voltage(self.soc)
-        if self.failure == "dead_cell":
+        ocv = open_circuit_voltage(self._acting_soc)
+        if self.has("dead_cell"):
             return ocv * (CELLS - 1) / CELLS
         return ocv
 
     @property
     def discharge_resistance(self) -> float:
-        return self.nominal_resistance * (12.0 if self.failure == "weak" else 1.0)
+        return self.nominal_resistance * (12.0 if self.has("weak") else 1.0)
 
     @property
     def charge_resistance(self) -> float:
         return (
             self.discharge_resistance
             + CHARGE_POLARISATION_OHM
-            + CHARGE_POLARISATION_SOC_OHM * self.soc**3
+            + CHARGE_POLARISATION_SOC_OHM * self._acting_soc**3
         )
 
     def settle(self, current_in_a: float, dt_s: float) -> None:

@@ -18,7 +18,7 @@ class Controller(SimulatedPart[ControllerConfig, ControllerReading]):
 
     @property
     def silent(self) -> bool:
-        return self.failure == "no_response"
+        return self.has("no_response")
 
     def measure(self, car: CarView, noise: Noise) -> ControllerReading:
         return ControllerReading(noise.voltage(car.bus.voltage_v))

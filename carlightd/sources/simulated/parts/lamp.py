@@ -2,6 +2,12 @@
 
 Its configuration, reading, failures and self-test are in `carlightd.core.kinds.lamp`; this is the
 part the simulated car is built from, which the core never imports (it lives with its source).
+
+Several failures at once: a short circuit (in the harness, before the bulb) trips the driver
+whatever the bulb does, so it wins over `open_circuit` and `degraded`; an open bulb passes nothing,
+so it wins over `degraded`. A broken current sense (`sensor_fault`) changes only what the sense
+line reads: the lamp still draws (or not) what its other failures allow, and the driver's trip
+flag, a separate status line, still reports a short.
 """
 
 from __future__ import annotations
@@ -33,18 +39,13 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         self.constant_current_a = 0.0  # what an LED driver draws above drop-out (0 for filaments)
         self._settle()
 
-    def inject(self, failure: str) -> None:
-        super().inject(failure)
-        self._settle()
-
-    def repair(self) -> None:
-        super().repair()
+    def changed(self) -> None:
         self._settle()
 
     def _settle(self) -> None:
         # Open bulbs pass nothing; a shorted circuit trips its driver, which then passes none.
-        conducts = self.failure not in ("open_circuit", "short_circuit")
-        dim = self.failure == "degraded"
+        conducts = not (self.has("open_circuit") or self.has("short_circuit"))
+        dim = self.has("degraded")
         self.conductance = (
             0.0 if self.is_led or not conducts else 1.0 / (self.resistance * (1.8 if dim else 1.0))
         )
@@ -66,11 +67,12 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         # A lamp that is off is measured during a short test pulse.
         bus_v = car.bus.voltage_v
         on = self.function in car.inputs.lamps_on
-        if self.failure == "short_circuit":
+        if self.has("short_circuit"):
             return LampReading(on, not on, noise.voltage(bus_v), SHORT_CIRCUIT_LIMIT_A, True)
         current = noise.current(self.current_at(bus_v))
         return LampReading(on, not on, noise.voltage(bus_v), current, False)
 
     def broken(self, true: LampReading, pattern: str, noise: Noise) -> LampReading:
         value = -1.5 if pattern == "negative" else 25.5
-        return LampReading(true.commanded_on, true.pulsed, true.supply_v, value, False)
+        # The trip flag is the driver's own status line, not the broken sense: it still tells.
+        return LampReading(true.commanded_on, true.pulsed, true.supply_v, value, true.overcurrent)
