@@ -209,6 +209,8 @@ class DiagnosticsConfig(_Section):
     )
     confirm_cycles: int = Field(default=3, ge=1, le=1000)
     heal_cycles: int = Field(default=3, ge=1, le=1000)
+    # Operation cycles (key off -> on) without failing before a healed DTC leaves the memory.
+    aging_cycles: int = Field(default=40, ge=1, le=10000)
     telemetry_s: float = Field(default=5.0, gt=0.0, le=3600.0)
     state_dir: Path = Path("state")
 

@@ -100,7 +100,11 @@ def _assemble(
 ) -> Daemon:
     diagnostics = settings.diagnostics
     source = SimulatedSource(make_car(settings, settings.vehicle.ignition))
-    memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
+    memory = FaultMemory(
+        diagnostics.confirm_cycles,
+        diagnostics.heal_cycles,
+        aging_cycles=diagnostics.aging_cycles,
+    )
     store = StateStore(diagnostics.state_dir, settings.vehicle.id)
     if lock.locked and (removed := store.remove_leftovers()):
         log.info("state_leftovers_removed", files=removed, path=printable(diagnostics.state_dir))

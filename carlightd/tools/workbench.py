@@ -55,7 +55,11 @@ class Bench:
             self.settings.components, seed=seed, noise=noise, ignition=ignition, profile=profile
         )
         diagnostics = self.settings.diagnostics
-        self.memory = FaultMemory(diagnostics.confirm_cycles, diagnostics.heal_cycles)
+        self.memory = FaultMemory(
+            diagnostics.confirm_cycles,
+            diagnostics.heal_cycles,
+            aging_cycles=diagnostics.aging_cycles,
+        )
         self.diagnoser = Diagnoser(self.settings.components, self.memory)
         self.now = T0
 
