@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from carlightd.app.daemon import build
 from carlightd.core.diagnoser import Diagnoser
 from carlightd.core.domain import Ignition
-from carlightd.core.memory import FaultMemory
+from carlightd.core.memory import FaultMemory, FreezeFrame
 from carlightd.store import statelock
 from carlightd.store.state import (
     MAX_STATE_BYTES,
@@ -27,6 +28,7 @@ from carlightd.store.state import (
 from carlightd.store.statelock import StateDirectoryInUseError
 from tests.simulate import Bench, settings
 from tests.test_cycle import Recorder
+from tests.test_dem import FAIL, LAMP, OTHER, PASS
 
 
 def test_confirmed_faults_and_sequence_survive_a_restart(tmp_path: Path) -> None:
@@ -311,3 +313,57 @@ def test_a_daemon_dropped_without_close_gives_the_directory_up(tmp_path: Path) -
     assert again.lock.locked
     again.close()
     again.close()  # twice is harmless
+
+
+def test_stored_dtcs_and_debounce_counters_survive_a_restart(tmp_path: Path) -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    frame = FreezeFrame(t0, Ignition.RUN, 2000.0, 14.2, 80.0, 20.0)
+    memory = FaultMemory(2, 2, aging_cycles=7)
+    for finding in (FAIL, FAIL, PASS, PASS, OTHER):  # open_circuit healed, degraded pending
+        memory.update({LAMP: finding}, t0, frame)
+    memory.start_operation_cycle(t0)
+    memory.update({LAMP: PASS}, t0)
+    store = StateStore(tmp_path, "demo-car")
+    store.save(memory)
+    assert json.loads((tmp_path / STATE_FILE).read_text())["version"] == 2
+
+    again = FaultMemory(2, 2, aging_cycles=7)
+    StateStore(tmp_path, "demo-car").load(again)
+    assert again.dtcs() == memory.dtcs()
+    (dtc,) = [d for d in again.dtcs() if d.failure == "open_circuit"]
+    assert dtc.freeze_frame == frame
+    assert dtc.occurrences == 1
+    assert {k: (r.status, r.counter) for k, r in again.records.items()} == {
+        k: (r.status, r.counter) for k, r in memory.records.items()
+    }
+
+
+def test_a_version_1_file_is_still_read(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text(
+        json.dumps(
+            {
+                "format": "carlightd.fault-memory",
+                "version": 1,
+                "vehicle": "demo-car",
+                "seq": 9,
+                "records": [
+                    {
+                        "component": "brake_left",
+                        "kind": "lamp",
+                        "failure": "open_circuit",
+                        "status": "confirmed",
+                        "since": "2026-03-01T00:00:00Z",
+                        "consequence_of": None,
+                    }
+                ],
+                "outbox": [],
+            }
+        )
+    )
+    memory = FaultMemory(3, 3)
+    StateStore(tmp_path, "demo-car").load(memory)
+    assert memory.seq == 9
+    assert memory.records[("brake_left", "open_circuit")].status == "confirmed"
+    (dtc,) = memory.dtcs()
+    assert dtc.occurrences == 1
+    assert dtc.freeze_frame is None

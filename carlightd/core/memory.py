@@ -35,7 +35,7 @@ from typing import Literal
 from carlightd.core.domain import Ignition, Kind
 from carlightd.core.dtc import WARNING_LAMPS, DTCStatus, WarningLamp, lookup
 from carlightd.core.isolation import Finding
-from carlightd.core.selftests import SelfTestResult, Verdict
+from carlightd.core.selftests import SelfTestResult
 
 EventType = Literal["fault_pending", "fault_confirmed", "fault_cleared", "dtc_aged"]
 FaultStatus = Literal["pending", "confirmed"]
@@ -277,12 +277,8 @@ class FaultMemory:
             by_part.setdefault(component, set()).add(failure)
         for finding in findings.values():
             result = finding.result
-            if result.verdict is Verdict.NOT_RUN:
-                continue
             if result.failed and result.failure is not None:
                 events.extend(self._failed(finding, result.failure, now, freeze_frame))
-                # Another failure of this part says nothing about the ones remembered.
-                continue
             for failure in sorted(by_part.get(finding.part_id, ())):
                 if _passes(result, failure):
                     events.extend(self._passed((finding.part_id, failure), now))
@@ -398,6 +394,7 @@ class FaultMemory:
 
 
 def _passes(result: SelfTestResult, failure: str) -> bool:
-    """A pass for `failure`: the test passed and judged it. A broken sensor says nothing of the
-    part's other failures; neither does a test that could not judge this one."""
-    return result.verdict is Verdict.PASSED and result.judges(failure)
+    """A pass for `failure`: the run decided it absent (`SelfTestResult.judges`). Another failure
+    of the part found now, a broken sensor, a test not run are no pass for it, unless the run says
+    it judged it (a test not run may still have found its sensor sound)."""
+    return failure != result.failure and result.judges(failure)
