@@ -12,12 +12,12 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from carlightd import __version__, config, logs
-from carlightd.contract.commands import COMMANDS, Command
+from carlightd.contract.commands import COMMANDS, Command, Option
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
         sub = add(command.cli.subcommand, command.cli.help)
         for argument in command.arguments:
             sub.add_argument(argument.metavar, choices=command.choices(argument) or None)
+        for option in command.options:
+            sub.add_argument(
+                option.flag,
+                dest=option.field,
+                metavar=option.metavar,
+                help=option.help,
+                type=_checked(option),
+            )
     faults = add("faults", "print the current faults")
     faults.add_argument("--json", action="store_true", help="the retained payload as it is")
     add("watch", "a live table of parts and faults (plain lines when not on a terminal)")
@@ -184,6 +192,18 @@ def _daemon(args: argparse.Namespace, settings: config.Settings) -> int:
     return EXIT_OK
 
 
+def _checked(option: Option) -> Callable[[str], Any]:
+    """The option's parser, its ValueError shown by argparse as the message it is."""
+
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
 # The client subcommands that send a request: `carlightd inject` sends `inject_fault`.
 _COMMAND_OF: dict[str, Command[Any]] = {c.cli.subcommand: c for c in COMMANDS.values()}
 
@@ -196,6 +216,9 @@ def _client_command(args: argparse.Namespace, settings: config.Settings) -> int:
             body = {
                 argument.field: getattr(args, argument.metavar) for argument in command.arguments
             }
+            for option in command.options:  # left out: the request leaves it out too
+                if (value := getattr(args, option.field)) is not None:
+                    body[option.field] = value
             response = asyncio.run(client.send_command(settings, command.name, body))
             if response.status == "error":
                 print(f"carlightd: {command.name} refused: {response.error}", file=sys.stderr)

@@ -139,12 +139,12 @@ class RecordingWorkshop:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def inject(self, part_id: str, failure: str) -> None:
+    def inject(self, part_id: str, failure: str, intermittent: float | None = None) -> None:
         if part_id == "nowhere":
             raise UnknownPartError(part_id, ["brake_left"])
         if failure == "melted":
             raise UnknownFailureError(Kind.LAMP, failure)
-        self.calls.append(("inject", part_id, failure))
+        self.calls.append(("inject", part_id, failure, *([intermittent] if intermittent else [])))
 
     def repair(self, part_id: str) -> None:
         self.calls.append(("repair", part_id))

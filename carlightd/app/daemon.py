@@ -150,8 +150,8 @@ class CarWorkshop:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    def inject(self, part_id: str, failure: str) -> None:
-        self.daemon.car.inject(part_id, failure)
+    def inject(self, part_id: str, failure: str, intermittent: float | None = None) -> None:
+        self.daemon.car.inject(part_id, failure, intermittent)
 
     def repair(self, part_id: str) -> None:
         self.daemon.car.repair(part_id)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from carlightd.core.domain import Ignition
 from carlightd.core.ports import Workshop
@@ -28,9 +28,19 @@ class Request(BaseModel):
     transaction: str | int | None = Field(default=None, description="echoed in the response")
 
 
+# An intermittent failure's presence: the fraction of cycles it is there, strictly between 0 (never:
+# not a failure) and 1 (always: a standing one, which is what leaving it out asks for).
+Presence = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
 class InjectFault(Request):
     component: str = Field(min_length=1, max_length=64)
     failure: str = Field(min_length=1, max_length=64)
+    intermittent: Presence | None = Field(
+        default=None,
+        description="present in this fraction of cycles (0 < p < 1), drawn per cycle from a "
+        "seeded stream; left out: present in every cycle",
+    )
 
 
 class Repair(Request):
@@ -60,6 +70,30 @@ class Argument:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One value a person may give or leave out: a `--flag VALUE` of the CLI, an input of the
+    dashboard. `parse` turns the text typed into the field's value, or raises ValueError saying
+    what is wrong (naming the field), so the CLI refuses it before sending."""
+
+    flag: str  # the CLI's `--flag`
+    field: str  # the request body's field it fills
+    metavar: str
+    help: str
+    parse: Callable[[str], Any]
+
+
+def _presence(text: str) -> float:
+    """`--intermittent P` as typed, checked as the request model checks it (NaN and 1e999 too,
+    which JSON cannot carry to the daemon to be refused there)."""
+    try:
+        return TypeAdapter(Presence).validate_python(float(text))
+    except (ValueError, ValidationError):
+        raise ValueError(
+            f"intermittent: must be a number strictly between 0 and 1, not {text!r}"
+        ) from None
+
+
+@dataclass(frozen=True)
 class Cli:
     subcommand: str
     help: str
@@ -77,10 +111,17 @@ class Command(Generic[R]):
     label: str  # one word for the dashboard's button
     cli: Cli
     arguments: tuple[Argument, ...] = ()  # in the CLI's order
+    options: tuple[Option, ...] = ()
 
     def __post_init__(self) -> None:
         """A command whose arguments do not fit its request model fails here, at import."""
         fields = self.request.model_fields
+        for option in self.options:
+            if option.field not in fields or fields[option.field].is_required():
+                raise TypeError(
+                    f"command {self.name!r}: option {option.flag!r} fills {option.field!r}, "
+                    f"which is not an optional field of {self.request.__name__}"
+                )
         for argument in self.arguments:
             if argument.field not in fields:
                 raise TypeError(
@@ -115,8 +156,15 @@ class Command(Generic[R]):
 
 
 async def _inject(workshop: Workshop, request: InjectFault) -> dict[str, Any]:
-    workshop.inject(request.component, request.failure)
-    return {"component": request.component, "failure": request.failure}
+    if request.intermittent is None:
+        workshop.inject(request.component, request.failure)
+        return {"component": request.component, "failure": request.failure}
+    workshop.inject(request.component, request.failure, request.intermittent)
+    return {
+        "component": request.component,
+        "failure": request.failure,
+        "intermittent": request.intermittent,
+    }
 
 
 async def _repair(workshop: Workshop, request: Repair) -> dict[str, Any]:
@@ -142,10 +190,20 @@ COMMANDS: dict[str, Command[Any]] = {
             "inject_fault",
             InjectFault,
             _inject,
-            description="Break a part: it fails as named until repaired.",
+            description="Break a part (besides what is broken already): it fails as named until "
+            "repaired, in every cycle or, intermittent, in a fraction p of them.",
             label="break",
             cli=Cli("inject", "break a part of the running daemon's car"),
             arguments=(PART, Argument("failure", "failure", "failure")),
+            options=(
+                Option(
+                    "--intermittent",
+                    "intermittent",
+                    "P",
+                    "present in a fraction P of cycles (0 < P < 1); default: in every cycle",
+                    _presence,
+                ),
+            ),
         ),
         Command(
             "repair",

@@ -37,7 +37,10 @@ class Workshop(Protocol):
     raises `carlightd.core.domain.UnknownFailureError`.
     """
 
-    def inject(self, part_id: str, failure: str) -> None: ...
+    def inject(self, part_id: str, failure: str, intermittent: float | None = None) -> None:
+        """Break a part besides what is broken in it already: in every cycle, or in a fraction
+        `intermittent` (0 < p < 1) of them."""
+        ...
 
     def repair(self, part_id: str) -> None: ...
 

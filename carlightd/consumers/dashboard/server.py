@@ -96,6 +96,9 @@ def command_forms() -> list[dict[str, Any]]:
                 {"field": a.field, "names": a.names, "choices": list(command.choices(a))}
                 for a in command.arguments
             ],
+            "options": [
+                {"field": o.field, "label": o.field, "help": o.help} for o in command.options
+            ],
         }
         for command in COMMANDS.values()
     ]

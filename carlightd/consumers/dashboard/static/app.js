@@ -221,6 +221,13 @@ function controls(commands, part) {
       select.dataset.field = argument.field;
       inputs.push(select);
     }
+    for (const option of command.options || []) {  // may be left empty: then it is not sent
+      const input = element("input", "option");
+      Object.assign(input, { type: "text", size: 11, placeholder: option.label, title: option.help });
+      input.dataset.command = command.name;
+      input.dataset.field = option.field;
+      inputs.push(input);
+    }
     const button = element("button", command.label, command.label);
     button.dataset.command = command.name;
     button.title = command.description;
@@ -262,6 +269,13 @@ document.addEventListener("click", event => {
   const body = {};
   for (const argument of form.arguments)
     body[argument.field] = argument.names === "part" ? button.dataset.part : chosen[argument.field];
+  // An option typed: sent as a number when it is one, else as typed, for the daemon to refuse
+  // naming the field (JSON has no NaN or Infinity, and a guess here would hide the mistake).
+  for (const input of button.closest("tr").querySelectorAll("input[data-field]")) {
+    const text = input.value.trim();
+    if (input.dataset.command !== form.name || text === "") continue;
+    body[input.dataset.field] = Number.isFinite(Number(text)) ? Number(text) : text;
+  }
   command(form.name, body);
 });
 
