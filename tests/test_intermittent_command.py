@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from carlightd import cli
 from carlightd.app.daemon import Service
 from carlightd.consumers.dashboard.server import LiveState, serving
-from carlightd.contract.commands import COMMANDS, InjectFault
+from carlightd.contract.commands import COMMANDS, Cli, Command, InjectFault, Option, Repair
 from carlightd.core.domain import Ignition
 from carlightd.outputs.mqtt.commands import CommandError, CommandHandler, parse_request
 from tests.conftest import running, service_settings, wait_until
@@ -115,6 +115,19 @@ def test_the_cli_takes_a_presence_into_the_request() -> None:
     )
     assert args.intermittent == 0.3
     assert cli._parser().parse_args(["inject", "brake_left", "open_circuit"]).intermittent is None
+
+
+async def _nothing(workshop: object, request: object) -> dict[str, object]:
+    return {}
+
+
+@pytest.mark.parametrize(("model", "field"), [(Repair, "intermittent"), (InjectFault, "failure")])
+def test_an_option_must_fill_an_optional_field_of_its_model(
+    model: type[Repair] | type[InjectFault], field: str
+) -> None:
+    option = Option("--x", field, "X", "h", float)
+    with pytest.raises(TypeError, match=f"option '--x' fills '{field}', which is not an optional"):
+        Command("broken", model, _nothing, "d", "b", Cli("broken", "h"), (), (option,))
 
 
 def carlightd(settings_env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:

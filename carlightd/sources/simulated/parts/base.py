@@ -105,6 +105,8 @@ class SimulatedPart(ABC, Generic[ConfigT, ReadingT]):
 
     def roll(self, rng: random.Random) -> None:
         """A new cycle: each intermittent failure is drawn present (probability p) or absent."""
+        if all(p is None for p in self.held.values()):  # most parts, most cycles: nothing to draw
+            return
         present = {f for f, p in self.held.items() if p is None}
         for failure, presence in sorted(self.held.items()):
             if presence is not None and rng.random() < presence:
