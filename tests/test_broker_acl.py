@@ -328,9 +328,8 @@ async def test_nobody_but_the_daemon_writes_its_state(acl_broker: AclBroker, use
         for suffix, payload in FORGERIES.items():
             await acl_broker.publish("control", f"{root}/{suffix}", payload)
         await reader.wait_for(
-            lambda: all(
-                reader.on(f"{root}/{s}")[-1:] == [p.encode()] for s, p in FORGERIES.items()
-            ),
+            # Seen at all (the daemon may say its own word again right after it).
+            lambda: all(p.encode() in reader.on(f"{root}/{s}") for s, p in FORGERIES.items()),
             what="the control's forgeries",
         )
 
