@@ -273,7 +273,8 @@ async def test_the_fault_memory_is_published_retained_on_change_and_again_on_rec
     broker: tuple[str, int], tmp_path: Path
 ) -> None:
     host, port = broker
-    publisher = Publisher(service_settings(host, port, tmp_path))
+    clock = [0.0]  # the publisher's monotonic clock, moved by hand
+    publisher = Publisher(service_settings(host, port, tmp_path), clock=lambda: clock[0])
     topic = publisher.topics.dtcs
     t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
     frame = FreezeFrame(t0, Ignition.RUN, 812.0, 14.02, 81.5, -3.5)
@@ -294,19 +295,26 @@ async def test_the_fault_memory_is_published_retained_on_change_and_again_on_rec
             assert dtc["freeze_frame"]["temperature_c"] == -3.5
             assert ISO_UTC.match(dtc["first_failed"])
             assert ISO_UTC.match(dtc["last_failed"])
-            # Cycles that change nothing in the memory send nothing (the time alone is no news).
+            # Cycles that change nothing in the memory send nothing (the time alone is no news),
+            # and a fault still failing moves only `last_failed`: refreshed every telemetry_s.
             for second in range(1, 6):
-                await publisher.deliver(_report(t0 + timedelta(seconds=second), [stored]))
-            aged = dataclasses.replace(stored, aging_counter=1, dtc_status=0x28)
-            await publisher.deliver(_report(t0 + timedelta(seconds=6), [aged]))
-            await sub.wait_for(lambda: len(sub.on(topic)) >= 2, what="the aged DTC")
-            assert [p["dtcs"][0]["aging_counter"] for p in sub.json_on(topic)] == [0, 1]
+                failing = dataclasses.replace(stored, last_failed=t0 + timedelta(seconds=second))
+                await publisher.deliver(_report(t0 + timedelta(seconds=second), [failing]))
+            clock[0] += publisher.telemetry_s
+            await publisher.deliver(_report(t0 + timedelta(seconds=6), [failing]))
+            await sub.wait_for(lambda: len(sub.on(topic)) >= 2, what="last_failed refreshed")
+            aged = dataclasses.replace(failing, aging_counter=1, dtc_status=0x28)
+            await publisher.deliver(_report(t0 + timedelta(seconds=7), [aged]))  # at once
+            await sub.wait_for(lambda: len(sub.on(topic)) >= 3, what="the aged DTC")
+            sent = [p["dtcs"][0] for p in sub.json_on(topic)]
+            assert [d["aging_counter"] for d in sent] == [0, 0, 1]
+            assert [d["last_failed"][11:19] for d in sent] == ["08:00:00", "08:00:05", "08:00:05"]
             # A new connection restates it (the broker may have lost everything).
             publisher._reconnect.set()
-            await sub.wait_for(lambda: len(sub.on(topic)) >= 3, what="restated after reconnect")
+            await sub.wait_for(lambda: len(sub.on(topic)) >= 4, what="restated after reconnect")
             assert sub.json_on(topic)[-1] == sub.json_on(topic)[-2]
             # Cleared: an empty memory is said too.
-            await publisher.deliver(_report(t0 + timedelta(seconds=7), []))
+            await publisher.deliver(_report(t0 + timedelta(seconds=8), []))
             await sub.wait_for(lambda: sub.json_on(topic)[-1]["dtcs"] == [], what="cleared")
         finally:
             stop.set()

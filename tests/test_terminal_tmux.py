@@ -221,7 +221,14 @@ def test_live_table_shows_hostile_text_as_typed_and_goes_on(terminal: Terminal) 
     )
     tmux = terminal.start("watch")
     before = tmux.title()
-    literals = (MARKUP, LINK, shown(TITLE), shown(BIDI), shown(CLEAR), shown(C1_CLEAR))
+    literals: tuple[str, ...] = (
+        MARKUP,
+        LINK,
+        shown(TITLE),
+        shown(BIDI),
+        shown(CLEAR),
+        shown(C1_CLEAR),
+    )
     literals += ("stored DTCs", "dtc" + shown(TITLE), "[blink]P1[/blink]", "0x28 confirmed")
     screen = tmux.wait_for(
         lambda s: all(literal in s for literal in literals) and s.count("warning:") == 2,

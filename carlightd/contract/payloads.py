@@ -6,10 +6,11 @@ only compatibly (new optional fields) and document every extension in the README
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from carlightd.core.diagnoser import ComponentState, CycleReport, Fault
 from carlightd.core.domain import Ignition, reading_as_dict
@@ -61,6 +62,9 @@ class _Payload(BaseModel):
         return self.model_dump_json().encode()
 
 
+FREEZE_FRAME_DIGITS = {"engine_rpm": 0, "bus_v": 3, "battery_soc_percent": 1, "temperature_c": 1}
+
+
 class FreezeFramePayload(_Payload):
     """FREEZE_FRAME (v1.1): the conditions when a DTC was confirmed (ISO 14229 snapshot data)."""
 
@@ -70,6 +74,13 @@ class FreezeFramePayload(_Payload):
     bus_v: float | None
     battery_soc_percent: float | None
     temperature_c: float | None
+
+    @field_validator("engine_rpm", "bus_v", "battery_soc_percent", "temperature_c")
+    @classmethod
+    def _rounded(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # To what the sensors resolve, as telemetry has them: not 797.3473548440793 rpm.
+        digits = FREEZE_FRAME_DIGITS[str(info.field_name)]
+        return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
 class FaultPayload(_Payload):

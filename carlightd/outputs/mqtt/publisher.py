@@ -133,6 +133,8 @@ class Publisher:
         self._component_sent_at: dict[str, float] = {}
         self._faults_key: tuple[Any, ...] | None = None
         self._dtcs_key: tuple[Any, ...] | None = None
+        self._dtcs: tuple[Any, ...] = ()
+        self._dtcs_sent_at: float | None = None
         self._telemetry_at: float | None = None
         self._discovery_topics: list[str] = []
         # Home Assistant: the discovery the broker holds (remembered in the state directory), and
@@ -258,11 +260,17 @@ class Publisher:
         if faults_key != self._faults_key:
             self._faults_key = faults_key
             self._set(self.topics.faults, FaultsPayload.of(self.vehicle, report).encode())
-        # The fault memory changes far less often than once a cycle (a confirmation, an aging
-        # step at a new operation cycle, a clear): said only then.
-        dtcs_key = tuple(report.dtcs)
-        if dtcs_key != self._dtcs_key:
-            self._dtcs_key = dtcs_key
+        # The fault memory: said when it changes (a new record, a confirmation, a heal, an aging
+        # step, a clear). `last_failed` alone moves on every cycle a fault is present: that is
+        # refreshed at most every `telemetry_s`, as a component's reading is.
+        dtcs = tuple(report.dtcs)
+        dtcs_key = tuple(
+            (d.component, d.failure, d.dtc_status, d.occurrences, d.aging_counter, d.freeze_frame)
+            for d in dtcs
+        )
+        dtcs_stale = self._dtcs_sent_at is None or now - self._dtcs_sent_at >= self.telemetry_s
+        if dtcs_key != self._dtcs_key or (dtcs != self._dtcs and dtcs_stale):
+            self._dtcs_key, self._dtcs, self._dtcs_sent_at = dtcs_key, dtcs, now
             self._set(self.topics.dtcs, DtcsPayload.of(self.vehicle, report).encode())
         for part_id, state in report.components.items():
             # What a subscriber cares about; the judged values in `reason` of a failing part move
@@ -340,7 +348,7 @@ class Publisher:
             self._discovery_topics.clear()
             self._component_keys.clear()
             self._faults_key = None
-            self._dtcs_key = None
+            self._dtcs_key = self._dtcs_sent_at = None
         self.announce_to_home_assistant()
         self._reconnect.set()
 
