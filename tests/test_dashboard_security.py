@@ -264,6 +264,12 @@ async def test_hostile_retained_payloads_are_text_or_skipped_and_valid_data_stil
                 "2",
                 "run 812 rpm — V 82 % -3.5 °C at 2025-01-01 00:00:00",
             ]
+            # A flood of stored DTCs: 40 rows, then how many more.
+            flood = [dtc.model_copy(update={"component": f"part{i:03d}"}) for i in range(500)]
+            memory = DtcsPayload(vehicle="demo-car", updated_at=NOW, dtcs=flood).encode()
+            await publish(settings, {"dtcs": memory}, retain=True)
+            await expect(page.locator("#dtcs tr")).to_have_count(41, timeout=10_000)
+            await expect(page.locator("#dtcs tr").last).to_have_text("… and 460 more")
             # Not a number is not a crash: NaN and infinities reach the page as "no value".
             bad_numbers = json.loads(telemetry(1.0))
             raw = json.dumps(bad_numbers).replace('"bus_v": 1.0', '"bus_v": NaN')
