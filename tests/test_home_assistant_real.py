@@ -490,7 +490,7 @@ async def test_home_assistant_sees_the_car_and_stays_quiet(
         brake = await ha.until(brake_failed, "the brake lamp's problem sensor on")
         assert brake["attributes"]["failure"] == "open_circuit"
         assert brake["attributes"]["dtc"] == "B1200"
-        assert isinstance(brake["attributes"]["occurrences"], int)
+        assert brake["attributes"]["occurrences"] == 1  # confirmed once since the last clear
 
         # Home Assistant's button reaches the daemon as a clear_faults request.
         async with subscribed("127.0.0.1", port, f"{vehicle_root}/response/#") as responses:

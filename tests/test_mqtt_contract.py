@@ -177,7 +177,9 @@ async def test_the_whole_contract_and_one_faults_life(
             assert fault["status"] == "confirmed"
             assert fault["consequence_of"] is None
             assert ISO_UTC.match(fault["since"])
-            assert isinstance(fault["occurrences"], int)
+            assert fault["occurrences"] == 1
+            assert set(fault["freeze_frame"]) == FREEZE_FRAME_FIELDS
+            assert fault["freeze_frame"]["ignition"] == "run"
             lamp = await sub.wait_for(
                 lambda: (
                     (c := latest(sub, f"{root}/components/brake_left"))["status"] == "failed" and c
@@ -194,6 +196,21 @@ async def test_the_whole_contract_and_one_faults_life(
                 what="fault_cleared",
             )
             await sub.wait_for(lambda: latest(sub, faults_topic)["faults"] == [], what="no faults")
+            # Healed, and still stored: the fault memory keeps the DTC with its freeze frame.
+            [stored] = await sub.wait_for(
+                lambda: (
+                    (d := latest(sub, f"{root}/dtcs")["dtcs"]) and not d[0]["dtc_status"] & 1 and d
+                ),
+                what="the stored DTC, no longer failing",
+            )
+            assert set(stored) == DTC_FIELDS
+            assert (stored["component"], stored["dtc"], stored["occurrences"]) == (
+                "brake_left",
+                "B1200",
+                1,
+            )
+            assert stored["dtc_status"] & 0x08  # confirmedDTC
+            assert stored["freeze_frame"] == fault["freeze_frame"]
             events = sub.json_on(events_topic)
             assert [(e["type"], e["component"], e["dtc"]) for e in events] == [
                 ("fault_pending", "brake_left", "B1200"),
