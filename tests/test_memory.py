@@ -71,7 +71,8 @@ def test_a_pending_record_goes_when_its_counter_reaches_minus_128() -> None:
     feed(memory, failing())
     assert feed(memory, passing(), 8) == []
     assert feed(memory, passing()) == [("fault_cleared", 2)]
-    assert memory.records == {} and memory.stored == {}  # never confirmed: nothing stored
+    assert memory.records == {}
+    assert memory.stored == {}  # never confirmed: nothing stored
 
 
 def test_not_run_changes_nothing() -> None:
