@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint unit run check-config bench clean
+.PHONY: demo test lint unit run check-config bench fidelity clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ unit: $(BIN)/.installed
 ## bench: the benchmarks (about 5 minutes; needs the broker at 127.0.0.1:1883); bench/results.json
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.run
+
+## fidelity: the pure core over randomized long drives and every single and a seeded set of double
+## failures, checked against bench/fidelity_spec.py (no broker; a few minutes); bench/fidelity.json
+fidelity: $(BIN)/.installed
+	$(BIN)/python -m bench.fidelity
 
 ## run: the daemon in the foreground with the default car
 run: $(BIN)/.installed
