@@ -21,7 +21,11 @@ from carlightd.errors import CarlightdError, UnknownPartError
 from carlightd.sources.simulated.electrical import BusState, Loads, solve_bus
 from carlightd.sources.simulated.parts import SIMULATED, Part
 from carlightd.sources.simulated.parts.alternator import Alternator
-from carlightd.sources.simulated.parts.base import check_intermittent, intermittency_rng
+from carlightd.sources.simulated.parts.base import (
+    check_intermittent,
+    intermittency_rng,
+    spread_rng,
+)
 from carlightd.sources.simulated.parts.battery import Battery
 from carlightd.sources.simulated.profile import DriverInputs, ProfileName, driver_inputs
 from carlightd.sources.simulated.sensors import Noise, part_rng
@@ -71,6 +75,8 @@ class Car:
         self.kinds: dict[str, Kind] = {c.id: Kind(c.kind) for c in components}
         self._noise = {c.id: Noise(part_rng(seed, c.id), noise) for c in components}
         self._intermittency = {c.id: intermittency_rng(seed, c.id) for c in components}
+        for part_id, part in self.parts.items():  # part-to-part spread, seeded per part
+            part.manufacture(spread_rng(seed, part_id))
         self.battery = next(p for p in self.parts.values() if isinstance(p, Battery))
         self.alternator = next(p for p in self.parts.values() if isinstance(p, Alternator))
         # Who answers for a part measured through another (a lamp: its controller).

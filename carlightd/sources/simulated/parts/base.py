@@ -51,8 +51,17 @@ def intermittency_rng(seed: int, part_id: str) -> random.Random:
     return random.Random(f"intermittent:{seed}:{part_id}")
 
 
+def spread_rng(seed: int, part_id: str) -> random.Random:
+    """The stream a part's own deviation from nominal is drawn from, once, when the car is built
+    (`SimulatedPart.manufacture`): one per part, apart from the noise and intermittency streams."""
+    return random.Random(f"spread:{seed}:{part_id}")
+
+
 class CarView(Protocol):
     """The car around a part while the part's test step runs."""
+
+    @property
+    def time_s(self) -> float: ...
 
     @property
     def bus(self) -> BusState: ...
@@ -82,6 +91,9 @@ class SimulatedPart(ABC, Generic[ConfigT, ReadingT]):
     def silent(self) -> bool:
         """It no longer answers, nor for the parts it measures."""
         return False
+
+    def manufacture(self, rng: random.Random) -> None:
+        """The car is built: a part that differs from its nominal values draws how, once."""
 
     def has(self, failure: str) -> bool:
         """Whether `failure` acts on the part in this cycle."""

@@ -8,9 +8,36 @@ whatever the bulb does, so it wins over `open_circuit` and `degraded`; an open b
 so it wins over `degraded`. A broken current sense (`sensor_fault`) changes only what the sense
 line reads: the lamp still draws (or not) what its other failures allow, and the driver's trip
 flag, a separate status line, still reports a short.
+
+A real lamp, not a nominal one (DESIGN §2; README, The simulated car):
+- Part-to-part spread: each lamp draws its nominal power times a factor drawn once, uniformly
+  within ±`POWER_SPREAD` (5 %), from its own seeded stream when the car is built.
+- Cold filament inrush: a tungsten filament's resistance rises from about a tenth of its hot value
+  (each bulb's own, drawn once within 8-12 %) as it heats, R(t) = R_hot·(1 - (1 - c)·e^(-t/τ)),
+  τ = 10 ms: about 10x the hot current at switch-on,
+  2.5x after 4 ms, within 5 % of hot after 30 ms (a lamp-driver white paper,
+  nncyjs.com/whitepaper/2009/1230/down_198.html: "approximately 10 % of the hot filament
+  resistance", "10x to 12x peak", "within 3 to 5 ms the current falls to approximately 2x";
+  elesa.com, "Lamp load"). The body controller samples a lamp it has just switched on
+  `FIRST_SAMPLE_S` (5 ms) after switch-on, and an off lamp `PULSE_SAMPLE_S` (1 ms) into its test
+  pulse, so both see a cold filament (about 2.2x and 5.4x the hot current); later samples see it
+  hot. A filament is cold at every pulse (it cools in well under the cycle's second). The current
+  sense saturates at its full scale, 25 A; the driver tolerates inrush (it trips on a short only).
+  The bus itself sees the hot filament: the inrush is over long before the quasi-static bus moves.
+- PWM dimming (LED lamps, `pwm_duty` < 1): on average the lamp draws duty x its current; the
+  controller samples at a random phase (drawn from the part's noise stream), so it sees the
+  on-current with probability duty, else none, and reports which (`output_on`).
+- LED drivers regulate their current down to `LED_REGULATION_V` (10.8 V), below that they run out
+  of headroom and dim linearly to nothing at drop-out (9.0 V), as linear/buck LED drivers do
+  ("regulate down to about 10-11 V", DESIGN §2). The bus solve keeps their full current down to
+  drop-out (under 1 A in all for the default car: an idealization of the bus, not the lamp).
 """
 
 from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
 
 from carlightd.core.domain import Kind
 from carlightd.core.kinds.lamp import LED_DROPOUT_V, RATED_LAMP_V, LampConfig, LampReading
@@ -19,6 +46,18 @@ from carlightd.sources.simulated.profile import DriverInputs
 from carlightd.sources.simulated.sensors import Noise
 
 SHORT_CIRCUIT_LIMIT_A = 24.0  # the high-side driver's current limit before it trips
+SENSE_FULL_SCALE_A = 25.0  # the current sense saturates here (a broken one reads beyond it)
+POWER_SPREAD = 0.05  # each lamp within ±5 % of its nominal power
+FILAMENT_COLD_RATIO = (0.08, 0.12)  # cold resistance / hot resistance, per bulb
+FILAMENT_TAU_S = 0.010  # the filament's heating time constant
+FIRST_SAMPLE_S = 0.005  # the controller samples a lamp this long after switching it on
+PULSE_SAMPLE_S = 0.001  # and an off lamp this far into its test pulse
+LED_REGULATION_V = 10.8  # LED drivers hold their current down to here, then dim to drop-out
+
+
+def filament_inrush(after_s: float, cold_ratio: float = 0.1) -> float:
+    """A filament's current `after_s` after switch-on from cold, in multiples of its hot current."""
+    return 1.0 / (1.0 - (1.0 - cold_ratio) * math.exp(-after_s / FILAMENT_TAU_S))
 
 
 class Lamp(SimulatedPart[LampConfig, LampReading]):
@@ -33,10 +72,26 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         super().__init__(config)
         self.function = config.function
         self.is_led = config.technology == "led"
+        self.pwm_duty = config.pwm_duty
+        self.spread = 1.0  # its power / nominal power (`manufacture`)
+        self.cold_ratio = 0.1  # its filament's cold / hot resistance (`manufacture`)
         self.resistance = RATED_LAMP_V**2 / config.power_w  # filament, hot
         self.led_current_a = config.power_w / RATED_LAMP_V
         self.conductance = 0.0  # siemens drawn by a filament (0 for LEDs and dead circuits)
         self.constant_current_a = 0.0  # what an LED driver draws above drop-out (0 for filaments)
+        self._on_since: float | None = None  # when its driver was last switched on, as sampled
+        self._settle()
+
+    def manufacture(self, rng: random.Random) -> None:
+        self.set_spread(1.0 + rng.uniform(-POWER_SPREAD, POWER_SPREAD))
+        self.cold_ratio = rng.uniform(*FILAMENT_COLD_RATIO)
+
+    def set_spread(self, spread: float) -> None:
+        """This lamp's power is `spread` x nominal (tests pick the extremes)."""
+        self.spread = spread
+        nominal = self.config.power_w * spread
+        self.resistance = RATED_LAMP_V**2 / nominal
+        self.led_current_a = nominal / RATED_LAMP_V
         self._settle()
 
     def changed(self) -> None:
@@ -53,26 +108,49 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
             self.led_current_a * (0.5 if dim else 1.0) if self.is_led and conducts else 0.0
         )
 
-    def current_at(self, supply_v: float) -> float:
+    def current_at(self, supply_v: float, after_s: float | None = None) -> float:
+        """Its current at `supply_v`, hot or (`after_s` from a cold switch-on) during inrush."""
         if self.is_led:
-            return self.constant_current_a if supply_v >= LED_DROPOUT_V else 0.0
-        return supply_v * self.conductance
+            if supply_v >= LED_REGULATION_V:
+                return self.constant_current_a
+            if supply_v > LED_DROPOUT_V:  # out of headroom: dims towards drop-out
+                headroom = (supply_v - LED_DROPOUT_V) / (LED_REGULATION_V - LED_DROPOUT_V)
+                return self.constant_current_a * headroom
+            return 0.0
+        hot = supply_v * self.conductance
+        return hot if after_s is None else hot * filament_inrush(after_s, self.cold_ratio)
 
     def draw(self, inputs: DriverInputs) -> Draw:
         if self.function in inputs.lamps_on:
-            return self.conductance, self.constant_current_a
+            return self.conductance, self.constant_current_a * self.pwm_duty
         return NO_DRAW
+
+    def _sampled_after(self, car: CarView, on: bool) -> float:
+        """From the driver's switch-on (or the test pulse's start) to the controller's sample."""
+        if not on:  # a test pulse, on a filament long cold
+            self._on_since = None
+            return PULSE_SAMPLE_S
+        if self._on_since is None:
+            self._on_since = car.time_s
+        return FIRST_SAMPLE_S + (car.time_s - self._on_since)
 
     def measure(self, car: CarView, noise: Noise) -> LampReading:
         # A lamp that is off is measured during a short test pulse.
         bus_v = car.bus.voltage_v
         on = self.function in car.inputs.lamps_on
-        if self.has("short_circuit"):
-            return LampReading(on, not on, noise.voltage(bus_v), SHORT_CIRCUIT_LIMIT_A, True)
-        current = noise.current(self.current_at(bus_v))
-        return LampReading(on, not on, noise.voltage(bus_v), current, False)
+        after = self._sampled_after(car, on)
+        duty = self.pwm_duty if on else 1.0
+        # A PWM output is sampled at a random phase: on with probability duty.
+        output_on = duty >= 1.0 or noise.rng.random() < duty
+        if self.has("short_circuit") and output_on:
+            return LampReading(
+                on, not on, noise.voltage(bus_v), SHORT_CIRCUIT_LIMIT_A, True, after, duty
+            )
+        current = self.current_at(bus_v, after) if output_on else 0.0
+        sensed = min(noise.current(current), SENSE_FULL_SCALE_A)
+        return LampReading(on, not on, noise.voltage(bus_v), sensed, False, after, duty, output_on)
 
     def broken(self, true: LampReading, pattern: str, noise: Noise) -> LampReading:
         value = -1.5 if pattern == "negative" else 25.5
         # The trip flag is the driver's own status line, not the broken sense: it still tells.
-        return LampReading(true.commanded_on, true.pulsed, true.supply_v, value, true.overcurrent)
+        return replace(true, current_a=value)

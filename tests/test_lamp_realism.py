@@ -1,0 +1,182 @@
+"""A real lamp, not a nominal one (issue 13): cold-filament inrush at switch-on and in the off-lamp
+test pulse, PWM-dimmed tails, LED drivers below their regulation voltage and part-to-part spread.
+The lamp self-test holds its own calibration and must stay right on all of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from carlightd import config
+from carlightd.core.domain import Ignition, Kind
+from carlightd.core.kinds.lamp import (
+    COLD_PULSE_SAMPLE_S,
+    INRUSH_WINDOW_S,
+    LampConfig,
+    LampReading,
+    LampTest,
+)
+from carlightd.core.selftests import Verdict
+from carlightd.sources.simulated.parts.lamp import (
+    FIRST_SAMPLE_S,
+    POWER_SPREAD,
+    SENSE_FULL_SCALE_A,
+    Lamp,
+)
+from tests.simulate import Bench, settings
+
+TAIL = LampConfig(kind="lamp", id="t", function="tail", technology="led", power_w=4)
+
+
+def lamps(bench: Bench) -> dict[str, Lamp]:
+    return {pid: p for pid, p in bench.car.parts.items() if isinstance(p, Lamp)}
+
+
+def with_lamps(**updates: Any) -> config.Settings:
+    """The default car with `updates` set on every lamp of a function (`tail={"pwm_duty": 0.2}`)."""
+    raw = settings().model_dump(mode="python")
+    for component in raw["components"]:
+        component.update(updates.get(component.get("function", ""), {}))
+    return config.Settings(**raw)
+
+
+def test_inrush_at_switch_on_and_in_pulses_gives_no_pending() -> None:
+    bench = Bench(seed=3, noise=2.0, ignition=Ignition.RUN)
+    first_samples = pulses = saturated = 0
+    for _ in range(600):
+        report = bench.cycle()
+        assert report.faults == [], (report.cycle, report.faults)
+        for part_id, state in report.components.items():
+            reading = state.reading
+            if not isinstance(reading, LampReading) or lamps(bench)[part_id].is_led:
+                continue
+            after = reading.sampled_after_s
+            assert after is not None
+            hot = reading.supply_v / lamps(bench)[part_id].resistance
+            if reading.pulsed:
+                assert after == COLD_PULSE_SAMPLE_S
+                assert reading.current_a > 4.0 * hot or reading.current_a == SENSE_FULL_SCALE_A
+                pulses += 1
+                saturated += reading.current_a == SENSE_FULL_SCALE_A
+            elif after < INRUSH_WINDOW_S:
+                assert after == FIRST_SAMPLE_S
+                assert reading.current_a > 1.8 * hot  # the cold filament, really seen
+                first_samples += 1
+            assert state.status == "ok", (part_id, state)
+    # Every flash of an indicator is a switch-on; the high beams' cold pulse saturates the sense.
+    assert first_samples > 200
+    assert pulses > 3000
+    assert saturated > 100
+
+
+def test_a_cold_pulse_at_full_scale_is_not_a_sensor_fault() -> None:
+    beam = LampConfig(kind="lamp", id="b", function="high_beam", power_w=100)
+    reading = LampReading(False, True, 14.2, SENSE_FULL_SCALE_A, False, COLD_PULSE_SAMPLE_S)
+    result = LampTest(beam).assess(reading, Ignition.RUN)
+    assert result.verdict is Verdict.PASSED
+    assert not result.judges("sensor_fault") or result.failure is None
+    assert not result.judges("degraded")  # saturated: at least that much, not how much
+    # Beyond full scale is still a broken sense.
+    broken = LampReading(False, True, 14.2, 25.5, False, COLD_PULSE_SAMPLE_S)
+    assert LampTest(beam).assess(broken, Ignition.RUN).failure == "sensor_fault"
+
+
+@pytest.mark.parametrize("failure", ["open_circuit", "degraded"])
+def test_a_failed_bulb_is_still_found_on_its_cold_pulse(failure: str) -> None:
+    bench = Bench(seed=4, ignition=Ignition.ON, profile="steady")
+    bench.run(2)
+    bench.car.inject("reverse", failure)  # never on in the steady profile: pulses only
+    report = bench.run(12)
+    assert report.root_causes() == {"reverse": failure}
+    assert report.components["reverse"].status == "failed"
+
+
+def test_inrush_judges_open_circuit_only() -> None:
+    brake = LampConfig(kind="lamp", id="b", function="brake", power_w=21)
+    hot = 14.0 / (13.2**2 / 21)
+    test = LampTest(brake)
+    first = LampReading(True, False, 14.0, 4.0 * hot, False, FIRST_SAMPLE_S)
+    result = test.assess(first, Ignition.RUN)
+    assert (result.verdict, result.failure) == (Verdict.PASSED, None)
+    assert "inrush" in (result.reason or "")
+    assert result.judges("open_circuit")
+    assert not result.judges("short_circuit")  # 4x hot is inrush here, not a short
+    assert not result.judges("degraded")
+    dark = LampReading(True, False, 14.0, 0.0, False, FIRST_SAMPLE_S)
+    assert test.assess(dark, Ignition.RUN).failure == "open_circuit"
+    # Settled, the same current is a short.
+    settled = LampReading(True, False, 14.0, 4.0 * hot, False, 1.0 + FIRST_SAMPLE_S)
+    assert LampTest(brake).assess(settled, Ignition.RUN).failure == "short_circuit"
+
+
+def test_pwm_tails_at_20_percent_give_no_fault_and_an_open_one_is_found() -> None:
+    pwm = with_lamps(tail={"pwm_duty": 0.2})
+    bench = Bench(seed=6, noise=2.0, ignition=Ignition.RUN, settings_=pwm)
+    on_phase = off_phase = 0
+    for _ in range(400):
+        report = bench.cycle()
+        assert report.faults == [], (report.cycle, report.faults)
+        tail = report.components["tail_left"]
+        assert isinstance(tail.reading, LampReading)
+        if tail.reading.commanded_on:
+            assert tail.reading.pwm_duty == 0.2
+            if tail.reading.output_on:
+                on_phase += 1
+                assert tail.status == "ok"
+            else:
+                off_phase += 1
+                assert tail.status == "untested"
+                assert "PWM off-phase" in (tail.reason or "")
+    assert on_phase > 20  # about a fifth of the night's samples
+    assert off_phase > 4 * on_phase // 2
+    bench.car.inject("tail_left", "open_circuit")
+    report = bench.run(150)
+    assert report.root_causes() == {"tail_left": "open_circuit"}
+    assert report.components["tail_left"].status == "failed"
+
+
+def test_pwm_is_for_leds_only() -> None:
+    with pytest.raises(ValueError, match="pwm_duty"):
+        LampConfig(kind="lamp", id="b", function="tail", power_w=5, pwm_duty=0.2)
+
+
+def test_led_lamps_below_their_regulation_voltage_are_untested_not_failed() -> None:
+    led = Lamp(TAIL)
+    dimmed = led.current_at(10.5)
+    assert dimmed < 0.85 * led.current_at(13.0)  # the driver really dims here
+    test = LampTest(TAIL)
+    result = test.assess(LampReading(True, False, 10.5, dimmed, False), Ignition.RUN)
+    assert result.verdict is Verdict.NOT_RUN
+    assert "below the LED driver's regulation" in (result.reason or "")
+    assert result.judges("sensor_fault")
+    assert not result.judges("degraded")
+    # Judged again only from 11.2 V (hysteresis), then as a regulated lamp.
+    at_11_1 = LampReading(True, False, 11.1, led.current_at(11.1), False)
+    assert test.assess(at_11_1, Ignition.RUN).verdict is Verdict.NOT_RUN
+    at_11_3 = LampReading(True, False, 11.3, led.current_at(11.3), False)
+    assert test.assess(at_11_3, Ignition.RUN).verdict is Verdict.PASSED
+
+
+@pytest.mark.parametrize("spread", [1.0 - POWER_SPREAD, 1.0 + POWER_SPREAD])
+@pytest.mark.parametrize("soc", [0.35, 1.0])
+def test_a_spread_of_five_percent_gives_no_degraded(spread: float, soc: float) -> None:
+    bench = Bench(seed=8, noise=2.0, ignition=Ignition.RUN)
+    bench.car.battery.soc = soc
+    for lamp in lamps(bench).values():
+        lamp.set_spread(spread)
+    for _ in range(300):
+        report = bench.cycle()
+        assert report.faults == [], (report.cycle, report.faults)
+
+
+def test_spread_is_seeded_per_part_and_within_five_percent() -> None:
+    one = {pid: lamp.spread for pid, lamp in lamps(Bench(seed=1)).items()}
+    again = {pid: lamp.spread for pid, lamp in lamps(Bench(seed=1)).items()}
+    other = {pid: lamp.spread for pid, lamp in lamps(Bench(seed=2)).items()}
+    assert one == again
+    assert one != other
+    assert all(abs(s - 1.0) <= POWER_SPREAD for s in [*one.values(), *other.values()])
+    assert len(set(one.values())) == len(one)  # each its own
+    kinds = Bench(seed=1).car.kinds
+    assert set(one) == {pid for pid, kind in kinds.items() if kind is Kind.LAMP}
