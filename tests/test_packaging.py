@@ -1,14 +1,18 @@
 """The Docker image definition and the compose file, checked without a Docker engine: hadolint,
-and the properties the README promises (non-root, exec-form entrypoint, a real health check)."""
+and the properties the README promises (non-root, exec-form entrypoint, a real health check); and
+the wheel, which must ship the dashboard's assets."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from carlightd.consumers.dashboard.server import ASSETS
 
 ROOT = Path(__file__).parents[1]
 
@@ -46,3 +50,21 @@ def test_compose_runs_mosquitto_and_carlightd() -> None:
     assert "eclipse-mosquitto:" in text
     assert "CARLIGHTD_MQTT__HOST: mosquitto" in text
     assert "build: ." in text
+
+
+def test_the_wheel_ships_the_dashboards_assets(tmp_path: Path) -> None:
+    """Every file the dashboard serves (its page, scripts, styles, the chart library) and the
+    library's licence are in the wheel: the page must work from an installed package."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("carlightd-*.whl")
+    static = "carlightd/consumers/dashboard/static/"
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    wanted = {static + name for name, _ in ASSETS.values()} | {static + "vendor/uPlot.LICENSE"}
+    assert wanted - shipped == set()

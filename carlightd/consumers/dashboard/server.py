@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import math
 import random
 import socket
 from collections import Counter, deque
@@ -40,7 +41,7 @@ from carlightd.consumers.follower import follow as follow_topics
 from carlightd.consumers.received import Malformed, parse, relative
 from carlightd.consumers.terminal import clean
 from carlightd.contract.commands import COMMANDS
-from carlightd.contract.payloads import Topics, payload_bytes
+from carlightd.contract.payloads import TelemetryPayload, Topics, payload_bytes
 from carlightd.core.domain import Kind
 from carlightd.core.kinds import FAILURES
 from carlightd.runtime import signals
@@ -81,7 +82,37 @@ ASSETS = {  # path -> (file in static/, content type)
     "/": ("index.html", "text/html"),
     "/app.js": ("app.js", "text/javascript"),
     "/style.css": ("style.css", "text/css"),
+    "/chart.js": ("chart.js", "text/javascript"),
+    # The chart library, shipped in the package (static/vendor/README.md: version, licence).
+    "/vendor/uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript"),
+    "/vendor/uPlot.min.css": ("vendor/uPlot.min.css", "text/css"),
 }
+# The page's scripts, in the order index.html loads them (the tests check there are no others).
+SCRIPTS = ("vendor/uPlot.iife.min.js", "chart.js", "app.js")
+HISTORY_S = 300.0  # the chart's window: the last five minutes of telemetry, by its own clock
+
+
+def chart_point(telemetry: dict[str, Any], at: datetime) -> list[float | None]:
+    """One point of the chart from a validated telemetry payload (as JSON data): time (Unix
+    seconds), bus voltage, battery current (positive = discharging), battery temperature and,
+    when telemetry carries it, the ambient temperature. The battery's reading is a free-form
+    object in the contract: a value that is not a finite number is a gap, never an error."""
+
+    def number(value: Any) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value) if math.isfinite(value) else None
+
+    battery = telemetry.get("battery")
+    battery = battery if isinstance(battery, dict) else {}
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return [
+        round(at.timestamp(), 3),
+        number(telemetry.get("bus_v")),
+        number(battery.get("current_a")),
+        number(battery.get("temperature_c")),
+        number(telemetry.get("temperature_c")),
+    ]
 
 
 def command_forms() -> list[dict[str, Any]]:
@@ -113,6 +144,7 @@ class LiveState:
         self.parts = {c.id for c in settings.components}
         self.latest: dict[str, Any] = {}  # relative topic -> validated payload as JSON data
         self.events: list[Any] = []
+        self.history: deque[list[float | None]] = deque()  # chart points, oldest first
         self.notes: deque[dict[str, str]] = deque(maxlen=NOTES_KEPT)
         self.stale: str | None = None  # why the data shown may be old, until fresh data arrives
         self.received = 0  # valid messages taken in
@@ -126,6 +158,9 @@ class LiveState:
                 "kind": c.kind,
                 "function": getattr(c, "function", None),
                 "failures": list(FAILURES[Kind(c.kind)]),
+                # What a fuse feeds and a ground point serves: the page lists them.
+                "feeds": getattr(c, "feeds", None),
+                "serves": getattr(c, "serves", None),
             }
             for c in self.settings.components
         ]
@@ -139,6 +174,8 @@ class LiveState:
             "broker": self.broker_connected,
             "latest": self.latest,
             "events": self.events[-20:],
+            "history": list(self.history),
+            "history_s": HISTORY_S,
             "notes": list(self.notes),
             "stale": self.stale,
         }
@@ -169,7 +206,23 @@ class LiveState:
         else:
             self.latest[below] = data
         messages.append({"type": "update", "topic": below, "value": data})
+        if isinstance(value, TelemetryPayload) and isinstance(data, dict):
+            point = chart_point(data, value.at)
+            self.remember(point)
+            messages.append({"type": "point", "point": point})
         return messages
+
+    def remember(self, point: list[float | None]) -> None:
+        """Keep the chart's last `HISTORY_S` seconds. A point older than the newest starts the
+        history over (a daemon restarted with another clock, or a stale retained message); the
+        page does the same with the points it is sent."""
+        at = point[0]
+        assert at is not None
+        if self.history and at < (self.history[-1][0] or 0.0):
+            self.history.clear()
+        self.history.append(point)
+        while (self.history[0][0] or 0.0) < at - HISTORY_S:
+            self.history.popleft()
 
     def note(self, text: str) -> dict[str, Any]:
         text = text if len(text) <= 300 else text[:299] + "…"
@@ -374,7 +427,8 @@ def cross_site(request: web.Request) -> web.Response | None:
 
 async def asset(request: web.Request) -> web.Response:
     name, content_type = ASSETS[request.path]
-    text = (resources.files("carlightd.consumers.dashboard") / "static" / name).read_text("utf-8")
+    files = resources.files("carlightd.consumers.dashboard") / "static"
+    text = files.joinpath(*name.split("/")).read_text("utf-8")
     return web.Response(text=text, content_type=content_type, headers={"Cache-Control": "no-cache"})
 
 

@@ -20,12 +20,18 @@ const PLACES = {
   tail: [REAR - 10, 95], brake: [REAR + 10, 128], turn_rear: [REAR - 30, 62],
   reverse: [REAR + 28, 160], license_plate: [REAR + 42, 200],
 };
-// The page reads the parts and their kinds from the snapshot; it has a drawing only for lamps
-// (placed by function) and a box of its own for the first battery, alternator and controller.
+// The page reads the parts and their kinds from the snapshot; it has a drawing for lamps (placed
+// by function), a box of its own for the first battery, alternator and controller, and a row for
+// the fuses (the fuse box, under the windscreen) and one for the ground points below it.
 // Any other part — a kind added since, or a second part of a kind — is drawn generically: a box
 // labelled with its id in the next free slot of a grid in the free space behind the controller.
 const BOXES = { battery: [110, 330], alternator: [290, 330], controller: [200, 440] };
+const ROWS = { fuse: 200, ground: 250 };  // y of each row; its parts share the car's width
+const ROW_LEFT = 60, ROW_RIGHT = 340;
 const SPARE_COLUMNS = [110, 200, 290], SPARE_TOP = 505, SPARE_ROW = 75;
+// Labels stay inside the drawing: a failing part is named inside the car's body when the text
+// fits there, and a text too long for it is cut (the part's tooltip has it whole).
+const VIEW_W = 400, BODY_LEFT = 46, BODY_RIGHT = 354;
 let state = { parts: [], latest: {}, events: [], notes: [], stale: null, commands: false, broker: false,
               workshop: [] };
 let streamUp = false;
@@ -54,8 +60,14 @@ function spareSlot(index) {
   return { x: SPARE_COLUMNS[column], y: SPARE_TOP + row * SPARE_ROW, box: true, generic: true };
 }
 
-// `boxed` is the kinds that already have their box on this drawing, `spare` the slots handed out.
-function placeOf(part, boxed, spare) {
+// `boxed` is the kinds that already have their box on this drawing, `spare` the slots handed out,
+// `rows` the parts of each row's kind (in the snapshot's order).
+function placeOf(part, boxed, spare, rows) {
+  if (Object.hasOwn(ROWS, part.kind)) {
+    const members = rows[part.kind], slot = (ROW_RIGHT - ROW_LEFT) / members.length;
+    const x = ROW_LEFT + slot * (members.indexOf(part) + 0.5);
+    return { x, y: ROWS[part.kind], row: part.kind, width: Math.min(72, slot - 6), box: false };
+  }
   if (part.kind !== "lamp") {
     const box = Object.hasOwn(BOXES, part.kind) && !boxed.has(part.kind) ? BOXES[part.kind] : null;
     if (!box) return spareSlot(spare.count++);
@@ -72,31 +84,86 @@ function placeOf(part, boxed, spare) {
   return { x: 200 + side * (200 - dx), y, box: false };
 }
 
+// Put `text` in a text node centred on `x` (as near as it can) between `left` and `right`,
+// cut with an ellipsis if it is wider (a failure label first widens to the whole drawing). A
+// label that is not displayed measures 0: it is placed when its part is drawn with it shown.
+function fitLabel(node, text, x, left = BODY_LEFT, right = BODY_RIGHT, widen = true) {
+  node.textContent = text;
+  node.setAttribute("x", x);
+  let width = text ? node.getComputedTextLength() : 0;
+  if (!width) return;
+  if (width > right - left) {
+    if (widen) [left, right] = [Math.min(left, 4), Math.max(right, VIEW_W - 4)];
+    for (let n = Math.floor(text.length * (right - left) / width); width > right - left && n > 1; n--) {
+      node.textContent = text.slice(0, n - 1) + "…";
+      width = node.getComputedTextLength();
+    }
+  }
+  node.setAttribute("x", Math.min(right - width / 2, Math.max(left + width / 2, x)));
+}
+
+// Failure labels never cover each other: each, from the top of the car down, takes the free line
+// nearest its own (first towards the middle of the car), within the drawing.
+const LINE = 15, LABEL_TOP = 14, LABEL_BOTTOM = 808;  // a line: 11 px text with its stroke
+function spreadLabels() {
+  const labels = [...document.querySelectorAll("#parts text.failure")]
+    .filter(t => t.textContent && t.getComputedTextLength() > 0)
+    .sort((a, b) => Number(a.dataset.y) - Number(b.dataset.y));
+  const taken = [];
+  for (const label of labels) {
+    const y0 = Number(label.dataset.y), inward = y0 < 400 ? 1 : -1;
+    const left = Number(label.getAttribute("x")) - label.getComputedTextLength() / 2;
+    const right = left + label.getComputedTextLength();
+    const free = y => !taken.some(t => t.left < right && left < t.right && Math.abs(t.y - y) < LINE);
+    let y = y0;
+    for (let step = 1; !free(y) && step < 130; step++) {
+      const candidate = y0 + inward * LINE * Math.ceil(step / 2) * (step % 2 ? 1 : -1);
+      if (candidate >= LABEL_TOP && candidate <= LABEL_BOTTOM) y = candidate;
+    }
+    label.setAttribute("y", y);
+    taken.push({ left, right, y });
+  }
+}
+
+function partShape(p) {
+  if (p.box) return [svgElement("rect", { x: p.x - 42, y: p.y - 18, width: 84, height: 36, rx: 6 })];
+  if (p.row === "fuse")
+    return [svgElement("rect", { x: p.x - p.width / 2, y: p.y - 9, width: p.width, height: 18, rx: 4 })];
+  if (p.row === "ground")  // a dot with the ground symbol on it
+    return [svgElement("circle", { cx: p.x, cy: p.y, r: 8 }),
+            svgElement("path", { class: "glyph", d: `M${p.x - 5} ${p.y - 1}h10M${p.x - 3} ${p.y + 2}h6M${p.x - 1} ${p.y + 5}h2M${p.x} ${p.y - 1}v-5` })];
+  return [svgElement("circle", { cx: p.x, cy: p.y, r: 11 })];
+}
+
 function drawParts() {
   const group = document.getElementById("parts");
   group.replaceChildren();
-  const boxed = new Set(), spare = { count: 0 };
+  const boxed = new Set(), spare = { count: 0 }, rows = {};
+  for (const kind of Object.keys(ROWS)) rows[kind] = state.parts.filter(part => part.kind === kind);
   for (const part of state.parts) {
-    const p = placeOf(part, boxed, spare);
+    const p = placeOf(part, boxed, spare, rows);
     const g = svgElement("g", { class: "part unknown", id: "part-" + part.id });
     g.dataset.part = part.id;
     g.dataset.kind = String(part.kind);
-    if (p.generic) g.dataset.drawn = "generic";
-    g.append(p.box
-      ? svgElement("rect", { x: p.x - 42, y: p.y - 18, width: 84, height: 36, rx: 6 })
-      : svgElement("circle", { cx: p.x, cy: p.y, r: 11 }));
-    const labelY = p.box ? p.y + 34 : (p.y < 400 ? p.y - 17 : p.y + 25);
-    const name = svgElement("text", { class: "name", x: p.x, y: p.box ? p.y + 4 : labelY });
-    name.textContent = p.box ? part.id : "";
+    g.dataset.drawn = p.generic ? "generic" : p.row || (p.box ? "box" : "lamp");
+    g.append(...partShape(p));
+    // A lamp's name is in its tooltip; a box's inside it, a fuse's inside it, a ground's below it.
+    const name = svgElement("text", { class: "name" + (p.row ? " small" : ""),
+                                      y: p.box ? p.y + 4 : p.row === "fuse" ? p.y + 3 : p.y + 19 });
     // Failing parts are named inside the car: below the front lamps, above the rear ones.
     const failure = svgElement("text", {
-      class: "failure", x: Math.min(300, Math.max(100, p.x)),
-      y: p.box ? labelY : (p.y < 400 ? p.y + 30 : p.y - 24),
+      class: "failure",
+      y: p.box ? p.y + 34 : p.row === "fuse" ? p.y + 24 : p.row === "ground" ? p.y + 36
+         : (p.y < 400 ? p.y + 30 : p.y - 24),
     });
+    failure.dataset.y = failure.getAttribute("y");  // its own line, before spreadLabels moves it
     const title = svgElement("title", {});
     title.textContent = part.id;
     g.append(name, failure, title);
     group.append(g);
+    const room = p.box ? 39 : p.row === "fuse" ? p.width / 2 - 2 : null;  // a name inside its shape
+    if (p.box || p.row) fitLabel(name, part.id, p.x, room ? p.x - room : 4, room ? p.x + room : VIEW_W - 4, false);
+    g.dataset.x = String(p.x);
   }
 }
 
@@ -104,21 +171,29 @@ function number(value, digits) {
   return (typeof value !== "number" || !Number.isFinite(value)) ? "—" : value.toFixed(digits);
 }
 
+// Draw one part's state; true when its failure label changed (the labels are spread again).
 function drawPart(part) {
   const g = document.getElementById("part-" + part.id);
-  if (!g) return;
+  if (!g) return false;
   const c = state.latest["components/" + part.id];
   const status = c && PART_STATUSES.has(c.status) ? c.status : "unknown";
   const lit = c && c.reading && c.reading.commanded_on === true;
   g.setAttribute("class", `part ${status}${lit ? " lit" : ""}`);
   g.dataset.status = status;
   const failure = c && c.failure ? shown(c.failure) : "";
-  g.querySelector("text.failure").textContent =
-    failure ? `${part.id}: ${failure}${c.dtc ? " " + shown(c.dtc) : ""}` : "";
+  const label = failure ? `${part.id}: ${failure}${c.dtc ? " " + shown(c.dtc) : ""}` : "";
+  const changed = g.dataset.label !== status + label;
+  if (changed) {  // measuring a label costs a layout: only on change
+    g.dataset.label = status + label;
+    fitLabel(g.querySelector("text.failure"), label, Number(g.dataset.x));
+  }
   // A failing part is drawn last, so its name stays readable over the parts around it.
   if (failure && g.parentNode.lastChild !== g) g.parentNode.append(g);
+  const behind = Array.isArray(part.feeds) ? ` — feeds ${part.feeds.join(", ")}`
+               : Array.isArray(part.serves) ? ` — serves ${part.serves.join(", ")}` : "";
   g.querySelector("title").textContent = `${part.id} — ${status}` +
-    (failure ? ` (${failure}, ${shown(c.dtc)})` : "") + (c && c.reason ? " — " + shown(c.reason) : "");
+    (failure ? ` (${failure}, ${shown(c.dtc)})` : "") + (c && c.reason ? " — " + shown(c.reason) : "") + behind;
+  return changed;
 }
 
 function faultRow(f) {
@@ -190,7 +265,9 @@ function render() {
   const lamps = faultList.warning_lamps || {};
   for (const name of ["bulb", "battery", "check_engine"])
     document.getElementById("telltale-" + name).classList.toggle("lit", lamps[name] === true);
-  for (const part of state.parts) drawPart(part);
+  let relabelled = false;
+  for (const part of state.parts) relabelled = drawPart(part) || relabelled;
+  if (relabelled) spreadLabels();
   document.getElementById("faults").replaceChildren(...(faults.length ? faults.map(faultRow)
     : [element("tr", "", Object.assign(element("td", "st-ok", "no faults"), { colSpan: 6 }))]));
   document.getElementById("dtcs").replaceChildren(...dtcRows(state.latest.dtcs));
@@ -285,6 +362,9 @@ function take(message) {
     document.getElementById("vehicle").textContent = message.vehicle;
     document.getElementById("root").textContent = message.root;
     drawParts(); drawWorkshop();
+    chartReset(message.history, message.history_s);
+  } else if (message.type === "point") {
+    chartAdd(message.point);
   } else if (message.type === "update") {
     if (message.topic === "events") state.events = state.events.concat([message.value]).slice(-20);
     else state.latest[message.topic] = message.value;
