@@ -58,6 +58,10 @@ def test_chart_points_are_numbers_or_gaps_and_keep_the_window() -> None:
     hostile = {"bus_v": True, "battery": {"current_a": "12", "temperature_c": math.nan}}
     assert chart_point(hostile, at) == [at.timestamp(), None, None, None, None]
     assert chart_point({"bus_v": 12, "battery": [1, 2]}, at)[1:3] == [12.0, None]
+    charging = {"bus_v": 14.1, "temperature_c": -7.5, "setpoint_v": 14.6, "battery": {}}
+    assert chart_point(charging, at) == [at.timestamp(), 14.1, None, -7.5, 14.6]
+    from_battery = {"temperature_c": None, "battery": {"current_a": -3, "temperature_c": 21.0}}
+    assert chart_point(from_battery, at)[2:] == [-3.0, 21.0, None]
     naive = chart_point({}, at.replace(tzinfo=None))
     assert naive[0] == at.timestamp()  # a time without a zone is UTC
 
@@ -309,9 +313,13 @@ async def test_every_failure_label_stays_inside_the_drawing(
                     assert headlamp.endswith("…")
                 if not long:
                     await page.screenshot(path=str(SCREENSHOT.with_name("dashboard-labels.png")))
-            title = await page.text_content("#part-fuse_f21_rear_lamps title")
-            assert title
-            assert "feeds brake_left, brake_right" in title
+            for part in parts:  # a fuse's and a ground's tooltip say what is behind them
+                behind: list[str] = part.get("feeds") or part.get("serves") or []
+                if part["kind"] in ("fuse", "ground"):
+                    assert behind, part
+                    title = await page.text_content(f"#part-{part['id']} title")
+                    assert title
+                    assert ", ".join(behind) in title
             assert await page.evaluate("window.__csp || []") == []
         finally:
             await browser.close()

@@ -37,8 +37,12 @@ def battery_reading(emf: float, resistance: float = 0.005, load_a: float = 10.0)
 
 
 def alternator(**kw: float) -> AlternatorReading:
-    values = {"engine_rpm": 1500.0, "output_v": 14.2, "output_a": 40.0, "ripple_v": 0.1}
-    return AlternatorReading(**(values | {"field_duty": 0.5} | kw))
+    values: dict[str, float] = {"engine_rpm": 1500.0, "output_v": 14.2, "output_a": 40.0}
+    values |= {"ripple_v": 0.1, "field_duty": 0.5} | kw
+    return AlternatorReading(
+        values["engine_rpm"], values["output_v"], values["output_a"], values["ripple_v"],
+        values["field_duty"],
+    )  # fmt: skip
 
 
 def with_parts(**updates: dict[str, object]) -> Bench:

@@ -139,7 +139,13 @@ class TestAlternator:
             "ripple_v": 0.1,
             "field_duty": 0.5,
         } | kw
-        return AlternatorReading(**values)
+        return AlternatorReading(
+            values["engine_rpm"],
+            values["output_v"],
+            values["output_a"],
+            values["ripple_v"],
+            values["field_duty"],
+        )
 
     @pytest.mark.parametrize(
         ("values", "failure"),

@@ -237,6 +237,13 @@ class TelemetryPayload(_Payload):
     battery_soc_percent: float | None = Field(
         default=None, description="state of charge estimated from the battery test (extension)"
     )
+    temperature_c: float | None = Field(
+        default=None, description="battery temperature from the battery sensor, °C (extension)"
+    )
+    setpoint_v: float | None = Field(
+        default=None,
+        description="charging set-point the engine computer commands the alternator, V (extension)",
+    )
 
     @classmethod
     def of(cls, vehicle: str, report: CycleReport) -> TelemetryPayload:
@@ -253,6 +260,14 @@ class TelemetryPayload(_Payload):
             ),
             battery_soc_percent=(
                 None if telemetry.battery_soc is None else round(telemetry.battery_soc * 100, 1)
+            ),
+            temperature_c=(
+                None if telemetry.battery is None else round(telemetry.battery.temperature_c, 1)
+            ),
+            setpoint_v=(
+                None
+                if telemetry.alternator is None or telemetry.alternator.setpoint_v is None
+                else round(telemetry.alternator.setpoint_v, 3)
             ),
         )
 

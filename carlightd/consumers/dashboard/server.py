@@ -94,9 +94,10 @@ HISTORY_S = 300.0  # the chart's window: the last five minutes of telemetry, by 
 
 def chart_point(telemetry: dict[str, Any], at: datetime) -> list[float | None]:
     """One point of the chart from a validated telemetry payload (as JSON data): time (Unix
-    seconds), bus voltage, battery current (positive = discharging), battery temperature and,
-    when telemetry carries it, the ambient temperature. The battery's reading is a free-form
-    object in the contract: a value that is not a finite number is a gap, never an error."""
+    seconds), bus voltage, battery current (positive = discharging), battery temperature (the
+    payload's `temperature_c`, else the battery reading's) and the commanded charging set-point
+    (`setpoint_v`, when telemetry carries it). The battery's reading is a free-form object in the
+    contract: a value that is not a finite number is a gap, never an error."""
 
     def number(value: Any) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -106,12 +107,13 @@ def chart_point(telemetry: dict[str, Any], at: datetime) -> list[float | None]:
     battery = telemetry.get("battery")
     battery = battery if isinstance(battery, dict) else {}
     at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    temperature = number(telemetry.get("temperature_c"))
     return [
         round(at.timestamp(), 3),
         number(telemetry.get("bus_v")),
         number(battery.get("current_a")),
-        number(battery.get("temperature_c")),
-        number(telemetry.get("temperature_c")),
+        number(battery.get("temperature_c")) if temperature is None else temperature,
+        number(telemetry.get("setpoint_v")),
     ]
 
 

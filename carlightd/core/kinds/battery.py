@@ -16,11 +16,28 @@ internal resistance (15 x nominal), so a weak battery's sagging step voltage is 
 never a `sensor_fault`. The resistance the test resolves follows from the sensor's noise at its
 worst (the self-test's own calibration below): the configuration accepts no nominal resistance
 whose `weak` threshold is less than five standard deviations above it.
-The battery test always runs while its sensor answers (it needs neither engine nor key).
+The battery test runs while its sensor answers (it needs neither engine nor key), judging what the
+reading lets it judge:
+- a fresh test pulse (`pulse_age_s` 0: the points were taken in this reading) judges everything;
+- between pulses (the sensor pulses every few minutes parked, see the simulated battery) its
+  open-circuit estimate from rest voltage and current (`ocv_v`) still judges `dead_cell` and
+  `discharged`, never `weak`;
+- neither (the battery is charging or heavily loaded, so no rest estimate): not run, "no fresh test
+  pulse and not at rest";
+- while the starter cranks and for `CRANK_SETTLE_S` after (the bus dips to 8-10 V, ISO 16750-2
+  starting profile, and the battery recovers): not run, "cranking" / "settling after cranking";
+  only the sensor's plausibility is judged.
+Temperature (calibration, not the simulation's equation): a lead-acid battery's internal resistance
+rises in the cold, roughly doubling from 20 °C to -20 °C (cold-cranking ratings, EN 50342-1, are
+given at -18 °C for that reason); the configured resistance is the one at 20 °C. The test scales
+the nominal resistance by its own table `RESISTANCE_TEMPERATURE_CAL` at the measured battery
+temperature before judging `weak` and the worn-out plausibility floor, so a healthy cold battery
+is not `weak`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -35,7 +52,9 @@ from carlightd.core.selftests import (
     Hysteresis,
     ReadOutcome,
     SelfTestResult,
+    Verdict,
     fail,
+    not_run,
 )
 
 # Specifications both the car and its diagnostics know, as a workshop manual would state them.
@@ -75,6 +94,14 @@ class BatteryReading(Reading):
     step_current_a: float
     pulse_voltage_v: float  # field off and a known extra load
     pulse_current_a: float
+    # Seconds since the step/pulse points were taken (0: in this reading; the sensor repeats its
+    # last points between pulses).
+    pulse_age_s: float = 0.0
+    # The sensor's open-circuit estimate from rest voltage and current (no pulse needed); None
+    # when the battery is not at rest (charging, or a heavy load).
+    ocv_v: float | None = None
+    cranking: bool = False  # the starter is turning the engine now
+    since_crank_s: float | None = None  # since the starter stopped; None: no start seen yet
 
 
 FAILURES = ("discharged", "weak", "dead_cell", SENSOR_FAULT)
@@ -92,6 +119,24 @@ BATTERY_DISCHARGED_MARGIN_V = 0.05  # about 7 % of charge; > 5 sigma of the open
 # one cell shorted) and the highest resistance a battery still in service can reach.
 BATTERY_MIN_EMF_V = OCV_EMPTY_V * 5 / 6
 BATTERY_WORN_OUT_FACTOR = 15.0
+
+# Calibration: internal resistance relative to 20 °C at the battery's temperature (°C, factor),
+# interpolated linearly and held flat outside: the controller's own map, not the simulation's
+# equation (README, The simulated car: about +2.5 %/K below 20 °C).
+RESISTANCE_TEMPERATURE_CAL = ((-40.0, 2.5), (-20.0, 1.9), (0.0, 1.4), (20.0, 1.0), (60.0, 0.85))
+CRANK_SETTLE_S = 3.0  # after the starter stops, the bus and the battery settle for this long
+
+
+def resistance_factor(temperature_c: float) -> float:
+    """The calibrated resistance factor at this battery temperature (1.0 at 20 °C)."""
+    table = RESISTANCE_TEMPERATURE_CAL
+    if temperature_c <= table[0][0]:
+        return table[0][1]
+    for (t0, f0), (t1, f1) in itertools.pairwise(table):
+        if temperature_c <= t1:
+            return f0 + (f1 - f0) * (temperature_c - t0) / (t1 - t0)
+    return table[-1][1]
+
 
 # Calibration: the sensor's noise at its worst (one standard deviation), as the sensor's data sheet
 # states it. The self-test carries its own figures; it never asks the simulation.
@@ -138,11 +183,13 @@ def battery_line(reading: BatteryReading) -> tuple[float, float] | None:
 
 
 def state_of_charge(reading: BatteryReading) -> float | None:
-    """The charge a healthy battery with this open-circuit voltage would have, 0..1."""
-    line = battery_line(reading)
-    if line is None:
+    """The charge a healthy battery with this open-circuit voltage would have, 0..1: from a fresh
+    test pulse, else from the sensor's rest estimate."""
+    line = battery_line(reading) if reading.pulse_age_s <= 0.0 else None
+    emf = line[0] if line is not None else reading.ocv_v
+    if emf is None:
         return None
-    fraction = (line[0] - OCV_EMPTY_V) / (OCV_FULL_V - OCV_EMPTY_V)
+    fraction = (emf - OCV_EMPTY_V) / (OCV_FULL_V - OCV_EMPTY_V)
     return min(1.0, max(0.0, fraction))
 
 
@@ -153,10 +200,13 @@ class BatteryTest:
     kind = Kind.BATTERY
 
     def __init__(self, config: BatteryConfig) -> None:
-        nominal = config.internal_resistance_mohm / 1000.0
-        self.worn_out_ohm = BATTERY_WORN_OUT_FACTOR * nominal
-        weak = BATTERY_WEAK_FACTOR * nominal
-        self.weak = Hysteresis(weak, weak - BATTERY_WEAK_RESET_FACTOR * nominal, fails_above=True)
+        self.nominal_ohm = config.internal_resistance_mohm / 1000.0
+        # `weak` is judged on the resistance relative to nominal at the measured temperature.
+        self.weak = Hysteresis(
+            BATTERY_WEAK_FACTOR,
+            BATTERY_WEAK_FACTOR - BATTERY_WEAK_RESET_FACTOR,
+            fails_above=True,
+        )
         self.dead_cell = Hysteresis(
             BATTERY_DEAD_CELL_V, BATTERY_DEAD_CELL_MARGIN_V, fails_above=False
         )
@@ -166,10 +216,11 @@ class BatteryTest:
             fails_above=False,
         )
 
-    def lowest_plausible_v(self, current_a: float) -> float:
+    def lowest_plausible_v(self, current_a: float, temperature_c: float = 20.0) -> float:
         """The lowest terminal voltage a battery (empty, a dead cell, worn out) gives at this
-        discharge current; below it the reading, not the battery, is wrong."""
-        return BATTERY_MIN_EMF_V - max(0.0, current_a) * self.worn_out_ohm
+        discharge current and temperature; below it the reading, not the battery, is wrong."""
+        worn_out_ohm = BATTERY_WORN_OUT_FACTOR * self.nominal_ohm * resistance_factor(temperature_c)
+        return BATTERY_MIN_EMF_V - max(0.0, current_a) * worn_out_ohm
 
     def implausible(self, reading: BatteryReading) -> str | None:
         """What in the reading no battery could produce, or None."""
@@ -179,7 +230,7 @@ class BatteryTest:
             ("pulse voltage", reading.pulse_voltage_v, reading.pulse_current_a),
         )
         for name, volts, amps in points:
-            floor = self.lowest_plausible_v(amps)
+            floor = self.lowest_plausible_v(amps, reading.temperature_c)
             if not floor <= volts <= BATTERY_MAX_V:
                 return (
                     f"{name} reads {volts:.2f} V at {amps:.1f} A "
@@ -188,6 +239,11 @@ class BatteryTest:
         t_low, t_high = BATTERY_TEMPERATURE_RANGE_C
         if not t_low <= reading.temperature_c <= t_high:
             return f"temperature reads {reading.temperature_c:.1f} °C"
+        if (
+            reading.ocv_v is not None
+            and not BATTERY_MIN_EMF_V - 0.5 <= reading.ocv_v <= OCV_FULL_V + 0.5
+        ):
+            return f"open-circuit estimate reads {reading.ocv_v:.2f} V"
         return None
 
     def assess(self, reading: ReadOutcome, ignition: Ignition) -> SelfTestResult:
@@ -196,14 +252,27 @@ class BatteryTest:
         wrong = self.implausible(reading)
         if wrong is not None:
             return fail(SENSOR_FAULT, wrong)
+        if reading.cranking:
+            return not_run("cranking", _SENSOR_ONLY)
+        if reading.since_crank_s is not None and reading.since_crank_s < CRANK_SETTLE_S:
+            return not_run(
+                f"settling after cranking ({reading.since_crank_s:.1f} of {CRANK_SETTLE_S:.0f} s)",
+                _SENSOR_ONLY,
+            )
+        if reading.pulse_age_s > 0.0:
+            return self._between_pulses(reading)
         line = battery_line(reading)
         if line is None:
             return fail(SENSOR_FAULT, "the test pulse did not register")
         emf, resistance = line
-        judged = f"open-circuit {emf:.2f} V, internal resistance {resistance * 1000:.1f} mΩ"
+        relative = resistance / (self.nominal_ohm * resistance_factor(reading.temperature_c))
+        judged = (
+            f"open-circuit {emf:.2f} V, internal resistance {resistance * 1000:.1f} mΩ "
+            f"at {reading.temperature_c:.0f} °C"
+        )
         # Every threshold is judged on every reading, so each band remembers its own side.
         dead_cell = self.dead_cell.check(emf)
-        weak = self.weak.check(resistance)
+        weak = self.weak.check(relative)
         discharged = self.discharged.check(emf)
         if dead_cell:
             return fail("dead_cell", judged)
@@ -212,6 +281,29 @@ class BatteryTest:
         if discharged:
             return fail("discharged", judged)
         return PASSED
+
+    def _between_pulses(self, reading: BatteryReading) -> SelfTestResult:
+        """No fresh pulse: the rest estimate judges the charge and the cells, never `weak`."""
+        emf = reading.ocv_v
+        if emf is None:
+            return not_run(
+                f"no fresh test pulse (last {reading.pulse_age_s:.0f} s ago) and not at rest "
+                f"({reading.current_a:.1f} A)",
+                _SENSOR_ONLY,
+            )
+        judged = f"open-circuit estimate {emf:.2f} V at rest (no pulse this cycle)"
+        dead_cell = self.dead_cell.check(emf)
+        discharged = self.discharged.check(emf)
+        if dead_cell:
+            return fail("dead_cell", judged)
+        if discharged:
+            return fail("discharged", judged)
+        return SelfTestResult(Verdict.PASSED, judged=_AT_REST)
+
+
+# What a reading without a fresh pulse can still decide.
+_SENSOR_ONLY = frozenset({SENSOR_FAULT})
+_AT_REST = frozenset({SENSOR_FAULT, "dead_cell", "discharged"})
 
 
 def _depends_on(config: BatteryConfig, ids: IdsByKind) -> tuple[str, ...]:

@@ -8,31 +8,51 @@ and broken sensors included. Judging the measurement is the diagnostics' job, no
 The parts are built from `parts.SIMULATED`, one class per kind; the car itself knows only the bus:
 the battery and the alternator that feed it (exactly one each, as the configuration requires) and
 what every part draws from it.
+
+Starting: turning the key to `run` (`set_ignition`) cranks the engine first, for `crank_s` of
+simulated time (`CRANK_S`, 1.2 s, plus `CRANK_COLD_S_PER_K` per kelvin below 20 °C: thicker oil),
+the starter and its cables drawing as one resistance `STARTER_OHM` (18 mΩ: some 400-550 A from a
+healthy battery, the bus dipping to about 8-10 V as in ISO 16750-2's starting profile) at
+`CRANK_RPM`, below the alternator's cut-in; then the engine runs, unless the battery could not
+crank it (`Battery.can_crank`: too flat or too weak), and then the key stays at `run` with the
+engine stopped until the key is turned again. A car built with the key at `run` has a running
+engine (it started before the simulation began). The engine computer commands the alternator's
+set-point every cycle (`parts/alternator.py`, smart charging) from the battery's charge and
+temperature and the time since the start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind, Reading
 from carlightd.core.kinds import KINDS, PartConfig, check_failure
 from carlightd.errors import CarlightdError, UnknownPartError
 from carlightd.sources.simulated.electrical import BusState, Loads, solve_bus
 from carlightd.sources.simulated.parts import SIMULATED, Part
-from carlightd.sources.simulated.parts.alternator import Alternator
+from carlightd.sources.simulated.parts.alternator import Alternator, commanded_setpoint
 from carlightd.sources.simulated.parts.base import (
     check_intermittent,
     intermittency_rng,
     spread_rng,
 )
 from carlightd.sources.simulated.parts.battery import Battery
-from carlightd.sources.simulated.profile import DriverInputs, ProfileName, driver_inputs
+from carlightd.sources.simulated.profile import (
+    DriverInputs,
+    ProfileName,
+    driver_inputs,
+    weather,
+)
 from carlightd.sources.simulated.sensors import Noise, part_rng
 
 # Steady loads besides lamps: sleeping electronics; ECUs and pumps with the key on; plus ignition,
 # fuel pump and fans with the engine running.
 BASE_LOAD_A = {Ignition.OFF: 0.03, Ignition.ON: 6.0, Ignition.RUN: 18.0}
+STARTER_OHM = 0.018
+CRANK_RPM = 200.0
+CRANK_S = 1.2
+CRANK_COLD_S_PER_K = 0.02
 
 
 class NoResponseError(CarlightdError):
@@ -59,6 +79,10 @@ class CarSnapshot:
     battery_soc: float
     alternator_a: float
     lamps_on: frozenset[str]
+    cranking: bool = False
+    ambient_c: float = 20.0
+    battery_temperature_c: float = 20.0
+    setpoint_v: float = 14.2  # commanded by the engine computer
 
 
 class Car:
@@ -70,6 +94,7 @@ class Car:
         noise: float,
         ignition: Ignition,
         profile: ProfileName = "drive",
+        ambient_c: float = 20.0,
     ) -> None:
         self.parts: dict[str, Part] = {c.id: _build(c) for c in components}
         self.kinds: dict[str, Kind] = {c.id: Kind(c.kind) for c in components}
@@ -88,16 +113,57 @@ class Car:
         self.profile: ProfileName = profile
         self.ignition = ignition
         self.time_s = 0.0
-        self._inputs = driver_inputs(profile, 0.0, ignition)
+        self.seed = seed
+        self.weather = weather(seed, ambient_c)
+        self.battery.temperature_c = self.weather.at(0.0)  # it has stood in this weather
+        self._running = ignition is Ignition.RUN  # built at `run`: started before we began
+        self._crank_until: float | None = None
+        self._crank_ok = False
+        self._crank_end: float | None = None
+        self._inputs = self._drive()
         self._loads = Loads(0.0, 0.0, 0.0)
         self._bus = self._solve()
 
     # --- driver and workshop -------------------------------------------------------------------
 
     def set_ignition(self, ignition: Ignition) -> None:
+        """Turn the key; to `run` with the engine stopped, the starter cranks first."""
+        starting = ignition is Ignition.RUN and not self._running and self._crank_until is None
         self.ignition = ignition
-        self._inputs = driver_inputs(self.profile, self.time_s, ignition)
+        if ignition is not Ignition.RUN:
+            self._running = False
+            self._crank_until = None
+        elif starting:
+            self._crank_until = self.time_s + self.crank_s
+        self._inputs = self._drive()
         self._bus = self._solve()
+        if starting:
+            self._crank_ok = self.battery.can_crank(self._bus.voltage_v)
+
+    def set_ambient(self, base_c: float) -> None:
+        """Move the car to another climate (the battery has stood in it: it takes it at once)."""
+        self.weather = weather(self.seed, base_c)
+        self.battery.temperature_c = self.weather.at(self.time_s)
+        self._inputs = self._drive()
+        self._bus = self._solve()
+
+    @property
+    def crank_s(self) -> float:
+        """How long the starter turns the engine at the battery's temperature."""
+        cold = max(0.0, 20.0 - self.battery.temperature_c)
+        return CRANK_S + CRANK_COLD_S_PER_K * cold
+
+    @property
+    def engine_running(self) -> bool:
+        return self._running
+
+    @property
+    def cranking(self) -> bool:
+        return self._crank_until is not None
+
+    @property
+    def since_crank_s(self) -> float | None:
+        return None if self._crank_end is None else self.time_s - self._crank_end
 
     def set_noise(self, scale: float) -> None:
         for noise in self._noise.values():
@@ -141,11 +207,25 @@ class Car:
         """Let dt pass (one cycle): intermittent failures come or go, the driver acts, the
         battery charges or drains, the bus settles."""
         self.time_s += dt_s
+        if self._crank_until is not None and self.time_s >= self._crank_until - 1e-9:
+            self._running = self._crank_ok  # the engine caught, or the starter gave up
+            self._crank_end = self._crank_until
+            self._crank_until = None
         for part_id, part in self.parts.items():  # a new cycle for intermittent failures
             part.roll(self._intermittency[part_id])
-        self._inputs = driver_inputs(self.profile, self.time_s, self.ignition)
+        self._inputs = self._drive()
         self._bus = self._solve()
         self.battery.settle(self._bus.battery_in_a, dt_s)
+        self.battery.warm(self._inputs.ambient_c, dt_s)
+
+    def _drive(self) -> DriverInputs:
+        """The driver's inputs now, with the engine as it really is (cranking, or not caught)."""
+        inputs = driver_inputs(self.profile, self.time_s, self.ignition, self.weather)
+        if self._crank_until is not None:
+            return replace(inputs, engine_rpm=CRANK_RPM)
+        if self.ignition is Ignition.RUN and not self._running:
+            return replace(inputs, engine_rpm=0.0)
+        return inputs
 
     @property
     def inputs(self) -> DriverInputs:
@@ -162,7 +242,12 @@ class Car:
             part_conductance, part_led = part.draw(self._inputs)
             conductance += part_conductance
             led += part_led
-        return Loads(BASE_LOAD_A[self.ignition], conductance, led)
+        # A key at `run` with the engine stopped loads the bus as a key at `on`.
+        key = self.ignition if self._running or self.cranking else Ignition.ON
+        key = Ignition.OFF if self.ignition is Ignition.OFF else key
+        if self.cranking:
+            conductance += 1.0 / STARTER_OHM
+        return Loads(BASE_LOAD_A[key], conductance, led)
 
     def solve(self, *, field_off: bool = False, extra_a: float = 0.0) -> BusState:
         """The bus as it would be with the alternator's field off and/or a test load added."""
@@ -176,6 +261,12 @@ class Car:
     def _solve(self) -> BusState:
         """The bus now; the loads are summed once per change of state, not per question."""
         self._loads = self._part_loads()
+        self.alternator.commanded_v = commanded_setpoint(
+            self.alternator.config.setpoint_v,
+            self.battery.soc,
+            self.battery.temperature_c,
+            self.since_crank_s if self._running else None,
+        )
         return self.solve()
 
     def snapshot(self) -> CarSnapshot:
@@ -187,6 +278,10 @@ class Car:
             battery_soc=self.battery.soc,
             alternator_a=self._bus.alternator_a,
             lamps_on=self._inputs.lamps_on,
+            cranking=self.cranking,
+            ambient_c=self._inputs.ambient_c,
+            battery_temperature_c=self.battery.temperature_c,
+            setpoint_v=self.alternator.commanded_v,
         )
 
     # --- test steps and sensors ----------------------------------------------------------------

@@ -2,11 +2,17 @@
 
 A pure function of simulated time and key position, so a demo looks alive and a test can say
 exactly what the car was doing at any second.
+
+Ambient temperature (`Weather`): a base temperature (20 °C unless a test or the fidelity run sets
+one within `AMBIENT_RANGE_C`, -20…+40 °C, the range of issue 13's fidelity report) plus a slow
+seeded swing of ±`AMBIENT_SWING_C` over `AMBIENT_PERIOD_S` (a cloud, a tunnel, the day warming):
+its phase is drawn from the seed, so it is the same for a seed and differs between seeds.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +22,9 @@ ProfileName = Literal["drive", "steady"]
 
 IDLE_RPM = 800.0  # the engine idles here (and the alternator's output curve starts here)
 
+AMBIENT_RANGE_C = (-20.0, 40.0)
+AMBIENT_SWING_C = 3.0
+AMBIENT_PERIOD_S = 3600.0
 _NIGHT_PERIOD_S = 240.0
 _NIGHT_LENGTH_S = 150.0
 
@@ -24,6 +33,28 @@ _NIGHT_LENGTH_S = 150.0
 class DriverInputs:
     engine_rpm: float
     lamps_on: frozenset[str]  # lamp functions commanded on
+    ambient_c: float = 20.0  # outside air temperature
+
+
+@dataclass(frozen=True, slots=True)
+class Weather:
+    """The ambient temperature over time: a base plus a slow seeded swing."""
+
+    base_c: float = 20.0
+    phase: float = 0.0
+
+    def at(self, t: float) -> float:
+        return self.base_c + AMBIENT_SWING_C * math.sin(
+            2.0 * math.pi * t / AMBIENT_PERIOD_S + self.phase
+        )
+
+
+def weather(seed: int, base_c: float = 20.0) -> Weather:
+    """The weather of a seeded run; ValueError naming `ambient_c` outside `AMBIENT_RANGE_C`."""
+    low, high = AMBIENT_RANGE_C
+    if not low <= base_c <= high:
+        raise ValueError(f"ambient_c: must be within {low:g}…{high:g} °C, not {base_c!r}")
+    return Weather(base_c, random.Random(f"ambient:{seed}").uniform(0.0, 2.0 * math.pi))
 
 
 def _flashing(t: float) -> bool:
@@ -31,13 +62,16 @@ def _flashing(t: float) -> bool:
     return math.floor(t * 1.5) % 2 == 0
 
 
-def driver_inputs(profile: ProfileName, t: float, ignition: Ignition) -> DriverInputs:
+def driver_inputs(
+    profile: ProfileName, t: float, ignition: Ignition, climate: Weather | None = None
+) -> DriverInputs:
+    ambient = (climate or Weather()).at(t)
     if ignition is Ignition.OFF:
-        return DriverInputs(0.0, frozenset())
+        return DriverInputs(0.0, frozenset(), ambient)
     running = ignition is Ignition.RUN
     if profile == "steady":
         rpm = IDLE_RPM if running else 0.0
-        return DriverInputs(rpm, frozenset({"headlamp", "tail", "license_plate"}))
+        return DriverInputs(rpm, frozenset({"headlamp", "tail", "license_plate"}), ambient)
 
     lamps: set[str] = set()
     night = (t % _NIGHT_PERIOD_S) < _NIGHT_LENGTH_S
@@ -58,4 +92,4 @@ def driver_inputs(profile: ProfileName, t: float, ignition: Ignition) -> DriverI
     if running:
         # A gentle town drive between idle and 2,600 rpm.
         rpm = IDLE_RPM + 900.0 * (1.0 + math.sin(2.0 * math.pi * t / 50.0))
-    return DriverInputs(rpm, frozenset(lamps))
+    return DriverInputs(rpm, frozenset(lamps), ambient)

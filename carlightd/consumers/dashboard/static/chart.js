@@ -1,6 +1,7 @@
 // The dashboard's chart: bus voltage, battery current and temperature over the last minutes, from
 // the telemetry points the server keeps (`history` in the snapshot) and sends (`point` messages):
-// [time (Unix s), bus V, battery A (+ discharging), battery °C, ambient °C], a null being a gap.
+// [time (Unix s), bus V, battery A (+ discharging), battery °C, commanded charging set-point V],
+// a null being a gap.
 // Drawn with uPlot (static/vendor/, shipped in the package), which sizes its elements through the
 // CSSOM (element.style.width = …), never a style attribute nor markup, so the page's CSP
 // (`style-src 'self'`, Trusted Types) holds. Loaded before app.js, which calls chartReset and
@@ -9,12 +10,13 @@
 
 const CHART_HEIGHT = 150;  // the plot and its time axis; the legend is below it
 const CHARTS = [
-  { id: "chart-bus", unit: "V", digits: 2, series: [{ column: 1, label: "bus voltage", stroke: "#58a6ff" }] },
+  { id: "chart-bus", unit: "V", digits: 2,
+    series: [{ column: 1, label: "bus voltage", stroke: "#58a6ff" },
+             { column: 4, label: "charging set-point", stroke: "#3fb950", dash: [4, 3] }] },
   { id: "chart-current", unit: "A", digits: 1,
     series: [{ column: 2, label: "battery current (+ discharging)", stroke: "#e3b341" }] },
   { id: "chart-temperature", unit: "°C", digits: 1,
-    series: [{ column: 3, label: "battery temperature", stroke: "#f85149" },
-             { column: 4, label: "ambient temperature", stroke: "#8b949e" }] },
+    series: [{ column: 3, label: "battery temperature", stroke: "#f85149" }] },
 ];
 const chart = { points: [], windowS: 300, plots: [] };
 
@@ -29,10 +31,14 @@ function chartOptions(spec, width) {
     width, height: CHART_HEIGHT,
     cursor: { sync: { key: "telemetry" } },  // one time under the pointer on every chart
     legend: { live: true },
-    // The window ends at the newest point and spans the last windowS seconds, by telemetry's clock.
-    scales: { x: { time: true, range: (u, min, max) => max === null ? [0, 1] : [max - chart.windowS, max] } },
+    // The window ends at the newest point and spans the last windowS seconds, by telemetry's clock
+    // (before the first point, the page's clock: an empty chart of the last minutes).
+    scales: { x: { time: true, range: (u, min, max) => {
+      const end = max === null ? Date.now() / 1000 : max;
+      return [end - chart.windowS, end];
+    } } },
     axes: [axis, { ...axis, size: 56, values: (u, ticks) => ticks.map(t => `${t} ${spec.unit}`) }],
-    series: [{}, ...spec.series.map(s => ({ label: s.label, stroke: s.stroke, width: 1.5, value }))],
+    series: [{}, ...spec.series.map(s => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, value }))],
   };
 }
 

@@ -9,6 +9,20 @@ Several failures at once: `no_output` (belt or rotor) gives no current whatever 
 `undercharging` (a set-point drifted low), since a full field ignores the set-point; a lost phase
 (`diode_failure`) cuts the capacity and adds ripple on top of either regulator failure. A broken
 sensor (`sensor_fault`) changes only what the regulator reports.
+
+Smart charging (`commanded_setpoint`): the engine computer commands the regulator's set-point over
+LIN, as modern cars do to save fuel and keep the battery in its best charge window:
+- boost, the configured set-point + `BOOST_V` (0.4 V), for `BOOST_AFTER_START_S` (2 min) after a
+  start (to put back the cranking charge) and while the charge is below `BOOST_BELOW_SOC` (80 %);
+- low, `SMART_LOW_V` (12.8 V, about the open-circuit voltage of a full battery: it barely
+  charges, so the alternator's torque is saved) once the charge is at least `LOW_FROM_SOC` (95 %);
+- otherwise the configured set-point;
+- temperature compensated around 25 °C by `COMPENSATION_V_PER_K_CELL` (-4 mV/K per cell, x 6
+  cells: -24 mV/K), the middle of the -3 to -5 mV/K per cell lead-acid manufacturers give for
+  charging voltage (e.g. Yuasa and Exide VRLA/flooded charging notes, IEEE 1188's float
+  compensation), then held within `SMART_RANGE_V` (12.8-15.0 V).
+The regulator's failures act on the commanded set-point (drifted low by 1.2 V, or the field full
+on, +1.6 V); the set-point it reports (`setpoint_v`) is the commanded one.
 """
 
 from __future__ import annotations
@@ -20,8 +34,32 @@ from carlightd.sources.simulated.profile import IDLE_RPM
 from carlightd.sources.simulated.sensors import Noise
 
 FULL_OUTPUT_RPM = 3000.0
+SMART_LOW_V = 12.8
+SMART_RANGE_V = (12.8, 15.0)
+BOOST_V = 0.4
+BOOST_AFTER_START_S = 120.0
+BOOST_BELOW_SOC = 0.80
+LOW_FROM_SOC = 0.95
+COMPENSATION_REFERENCE_C = 25.0
+COMPENSATION_V_PER_K_CELL = -0.004
+CELLS = 6
 IDLE_OUTPUT_FRACTION = 0.45
 MIN_TURNING_RPM = 400.0
+
+
+def commanded_setpoint(
+    configured_v: float, soc: float, temperature_c: float, since_start_s: float | None
+) -> float:
+    """The set-point the engine computer commands (smart charging, see the module's text)."""
+    if soc < BOOST_BELOW_SOC or (since_start_s is not None and since_start_s < BOOST_AFTER_START_S):
+        wanted = configured_v + BOOST_V
+    elif soc >= LOW_FROM_SOC:
+        wanted = SMART_LOW_V
+    else:
+        wanted = configured_v
+    wanted += COMPENSATION_V_PER_K_CELL * CELLS * (temperature_c - COMPENSATION_REFERENCE_C)
+    low, high = SMART_RANGE_V
+    return min(high, max(low, wanted))
 
 
 class Alternator(SimulatedPart[AlternatorConfig, AlternatorReading]):
@@ -29,13 +67,18 @@ class Alternator(SimulatedPart[AlternatorConfig, AlternatorReading]):
     # The regulator's LIN signal is lost (all zeros), or it sends "signal invalid" codes.
     SENSOR_FAULTS = ("lost", "invalid")
 
+    def __init__(self, config: AlternatorConfig) -> None:
+        super().__init__(config)
+        self.commanded_v = config.setpoint_v  # the engine computer's set-point (the car sets it)
+
     @property
     def setpoint_v(self) -> float:
+        """What the regulator really holds the bus at, given the commanded set-point."""
         if self.has("overcharging"):  # the regulator lost control of the field
-            return self.config.setpoint_v + 1.6
+            return self.commanded_v + 1.6
         if self.has("undercharging"):  # the regulator drifted low
-            return self.config.setpoint_v - 1.2
-        return self.config.setpoint_v
+            return self.commanded_v - 1.2
+        return self.commanded_v
 
     def capacity_a(self, rpm: float) -> float:
         """The most current the alternator can give at this engine speed."""
@@ -72,6 +115,9 @@ class Alternator(SimulatedPart[AlternatorConfig, AlternatorReading]):
             output_a=noise.current(bus.alternator_a),
             ripple_v=noise.ripple(self.ripple_v(duty) if bus.alternator_a else 0.0),
             field_duty=noise.duty(duty),
+            setpoint_v=round(self.commanded_v, 3),  # a digital LIN value: no noise
+            cranking=car.cranking,
+            since_crank_s=car.since_crank_s,
         )
 
     def broken(self, true: AlternatorReading, pattern: str, noise: Noise) -> AlternatorReading:

@@ -16,7 +16,7 @@ import random
 from abc import ABC, abstractmethod
 from typing import ClassVar, Generic, Protocol, TypeVar
 
-from carlightd.core.domain import SENSOR_FAULT, Kind, Reading
+from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind, Reading
 from carlightd.core.kinds.spec import PartConfig
 from carlightd.sources.simulated.electrical import BusState
 from carlightd.sources.simulated.profile import DriverInputs
@@ -62,6 +62,22 @@ class CarView(Protocol):
 
     @property
     def time_s(self) -> float: ...
+
+    @property
+    def ignition(self) -> Ignition: ...
+
+    @property
+    def engine_running(self) -> bool: ...
+
+    @property
+    def cranking(self) -> bool:
+        """The starter is turning the engine now."""
+        ...
+
+    @property
+    def since_crank_s(self) -> float | None:
+        """Seconds since the starter last stopped; None: no start since the car was built."""
+        ...
 
     @property
     def bus(self) -> BusState: ...

@@ -11,11 +11,37 @@ of six); a broken sensor (`sensor_fault`) changes only what the sensor reports. 
 intermittent one cannot drain and refill it from one cycle to the next, so in the cycles it is
 present the battery acts as one charged to `DISCHARGED_SOC` (the charge it holds is set aside, and
 counted on, untouched, as the car drives).
+
+Temperature (the battery follows the ambient with a thermal time constant `THERMAL_TAU_S`, an hour:
+a 15-20 kg block warms and cools slowly): its internal resistance is the configured one at 20 °C
+times `1 + RESISTANCE_PER_K * (20 - T)` (about +2.5 %/K in the cold, so about 2x at -20 °C, the
+rise behind cold-cranking ratings at -18 °C, EN 50342-1; held at 0.85x or more when hot); its
+usable capacity is `1 - CAPACITY_PER_K * (20 - T)` of the rated one (about -0.8 %/K: some 70 % at
+-20 °C, as lead-acid capacity-versus-temperature curves show, e.g. Battery University BU-502),
+held within 50-105 %.
+
+The intelligent battery sensor's test pulse (the alternator's field off for a moment and a 30 A
+load, `BATTERY_TEST_PULSE_A`) is not run every second: every `PULSE_PARKED_S` (10 min) with the
+key off, every `PULSE_AWAKE_S` (1 min) with the key on and the engine stopped, and every cycle
+(`PULSE_RUNNING_S`, 1 s) while the engine runs, where a field-off step of milliseconds goes
+unnoticed and the charge changes fast. Never while the starter cranks. Between pulses the sensor
+reports its last points (`pulse_age_s` > 0) and an open-circuit estimate from rest voltage and
+current (`ocv_v` = V + I x the last pulse's resistance) while it discharges at most `REST_MAX_A`
+(charging, the charge polarisation hides the open-circuit voltage: `ocv_v` is None). When that
+estimate leaves the last pulse's open-circuit voltage by more than `PULSE_TRIGGER_V` (a failure
+between pulses), the sensor pulses at once.
+
+Starting (`can_crank`): the engine catches only if the battery holds at least `CRANK_MIN_V`
+(7.5 V) under the starter, the lowest starting voltage of ISO 16750-2's severe profiles (below
+about 7-8 V solenoids drop out and engine computers reset), and is charged to at least
+`CRANK_MIN_SOC` (20 %, about 12.1 V at rest): a lead-acid battery below that cannot sustain
+hundreds of amperes, whatever its rest voltage (this model's linear resistance does not show the
+collapse, so the threshold stands for it). Below, the starter turns, the engine does not start.
 """
 
 from __future__ import annotations
 
-from carlightd.core.domain import Kind
+from carlightd.core.domain import Ignition, Kind
 from carlightd.core.kinds.battery import (
     BATTERY_TEST_PULSE_A,
     BatteryConfig,
@@ -28,8 +54,18 @@ from carlightd.sources.simulated.sensors import Noise
 CELLS = 6
 CHARGE_POLARISATION_OHM = 0.040
 CHARGE_POLARISATION_SOC_OHM = 0.70
-BATTERY_TEMPERATURE_C = 20.0
+REFERENCE_TEMPERATURE_C = 20.0  # the configured resistance and capacity hold here
+RESISTANCE_PER_K = 0.025
+CAPACITY_PER_K = 0.008
+THERMAL_TAU_S = 3600.0
 DISCHARGED_SOC = 0.05
+PULSE_PARKED_S = 600.0
+PULSE_AWAKE_S = 60.0
+PULSE_RUNNING_S = 1.0
+REST_MAX_A = 30.0
+PULSE_TRIGGER_V = 0.05
+CRANK_MIN_SOC = 0.20
+CRANK_MIN_V = 7.5
 
 
 class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
@@ -42,6 +78,11 @@ class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
         self.capacity_ah = config.capacity_ah
         self.nominal_resistance = config.internal_resistance_mohm / 1000.0
         self.soc = config.initial_soc
+        self.temperature_c = REFERENCE_TEMPERATURE_C
+        # The sensor's memory of its last pulse: when, its noisy points, and the line through them.
+        self._pulse_at: float | None = None
+        self._points = (0.0, 0.0, 0.0, 0.0)
+        self._line: tuple[float, float] | None = None  # (open-circuit voltage, resistance)
 
     def inject(
         self, failure: str, intermittent: float | None = None, *, present: bool = True
@@ -61,6 +102,8 @@ class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
         """A new battery, charged as the configured one was."""
         super().repair()
         self.soc = self.config.initial_soc
+        self._pulse_at = None  # a new battery (and sensor): pulsed at the next reading
+        self._line = None
 
     @property
     def emf(self) -> float:
@@ -70,8 +113,28 @@ class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
         return ocv
 
     @property
+    def temperature_factor(self) -> float:
+        """Internal resistance relative to the configured one, at the battery's temperature."""
+        return max(0.85, 1.0 + RESISTANCE_PER_K * (REFERENCE_TEMPERATURE_C - self.temperature_c))
+
+    @property
+    def usable_capacity_ah(self) -> float:
+        cold = 1.0 - CAPACITY_PER_K * (REFERENCE_TEMPERATURE_C - self.temperature_c)
+        return self.capacity_ah * min(1.05, max(0.5, cold))
+
+    def can_crank(self, cranking_v: float) -> bool:
+        """Whether it turns the starter fast enough for the engine to catch: charged to at least
+        `CRANK_MIN_SOC` and holding at least `CRANK_MIN_V` under the starter."""
+        return self._acting_soc >= CRANK_MIN_SOC and cranking_v >= CRANK_MIN_V
+
+    def warm(self, ambient_c: float, dt_s: float) -> None:
+        """Follow the ambient temperature with the battery's thermal lag."""
+        self.temperature_c += (ambient_c - self.temperature_c) * min(1.0, dt_s / THERMAL_TAU_S)
+
+    @property
     def discharge_resistance(self) -> float:
-        return self.nominal_resistance * (12.0 if self.has("weak") else 1.0)
+        worn = 12.0 if self.has("weak") else 1.0
+        return self.nominal_resistance * worn * self.temperature_factor
 
     @property
     def charge_resistance(self) -> float:
@@ -83,22 +146,70 @@ class Battery(SimulatedPart[BatteryConfig, BatteryReading]):
 
     def settle(self, current_in_a: float, dt_s: float) -> None:
         """Integrate the charge that flowed in (negative: out) over dt."""
-        self.soc += current_in_a * dt_s / 3600.0 / self.capacity_ah
+        self.soc += current_in_a * dt_s / 3600.0 / self.usable_capacity_ah
         self.soc = min(1.0, max(0.0, self.soc))
 
-    def measure(self, car: CarView, noise: Noise) -> BatteryReading:
+    def _pulse_interval_s(self, car: CarView) -> float:
+        if car.engine_running:
+            return PULSE_RUNNING_S
+        return PULSE_PARKED_S if car.ignition is Ignition.OFF else PULSE_AWAKE_S
+
+    def _rest_ocv(self, voltage_v: float, current_a: float, cranking: bool) -> float | None:
+        """V + I x R from the last pulse, while discharging gently; else None."""
+        if self._line is None or cranking or not 0.0 <= current_a <= REST_MAX_A:
+            return None
+        return voltage_v + current_a * self._line[1]
+
+    def _pulse(self, car: CarView, noise: Noise) -> None:
         # The alternator's field off for a moment, then a known load on top.
-        bus = car.bus
         step = car.solve(field_off=True)
         pulse = car.solve(field_off=True, extra_a=BATTERY_TEST_PULSE_A)
+        points = (
+            noise.voltage(step.voltage_v),
+            noise.current(-step.battery_in_a),
+            noise.voltage(pulse.voltage_v),
+            noise.current(-pulse.battery_in_a),
+        )
+        self._pulse_at = car.time_s
+        self._points = points
+        step_v, step_a, pulse_v, pulse_a = points
+        if pulse_a - step_a > 0.5 * BATTERY_TEST_PULSE_A and step_v > pulse_v:
+            resistance = (step_v - pulse_v) / (pulse_a - step_a)
+            self._line = (step_v + step_a * resistance, resistance)
+
+    def measure(self, car: CarView, noise: Noise) -> BatteryReading:
+        bus = car.bus
+        cranking = car.cranking
+        voltage = noise.voltage(bus.voltage_v)
+        current = noise.current(-bus.battery_in_a)
+        temperature = noise.temperature(self.temperature_c)
+        if not cranking:
+            estimate = self._rest_ocv(voltage, current, cranking)
+            jumped = (
+                estimate is not None
+                and self._line is not None
+                and abs(estimate - self._line[0]) > PULSE_TRIGGER_V
+            )
+            due = (
+                self._pulse_at is None
+                or car.time_s - self._pulse_at >= self._pulse_interval_s(car) - 1e-9
+            )
+            if due or jumped:
+                self._pulse(car, noise)
+        step_v, step_a, pulse_v, pulse_a = self._points
         return BatteryReading(
-            voltage_v=noise.voltage(bus.voltage_v),
-            current_a=noise.current(-bus.battery_in_a),
-            temperature_c=noise.temperature(BATTERY_TEMPERATURE_C),
-            step_voltage_v=noise.voltage(step.voltage_v),
-            step_current_a=noise.current(-step.battery_in_a),
-            pulse_voltage_v=noise.voltage(pulse.voltage_v),
-            pulse_current_a=noise.current(-pulse.battery_in_a),
+            voltage_v=voltage,
+            current_a=current,
+            temperature_c=temperature,
+            step_voltage_v=step_v,
+            step_current_a=step_a,
+            pulse_voltage_v=pulse_v,
+            pulse_current_a=pulse_a,
+            # Never pulsed (cranking since the car was built): as old as the car, never fresh.
+            pulse_age_s=car.time_s - (-1.0 if self._pulse_at is None else self._pulse_at),
+            ocv_v=self._rest_ocv(voltage, current, cranking),
+            cranking=cranking,
+            since_crank_s=car.since_crank_s,
         )
 
     def broken(self, true: BatteryReading, pattern: str, noise: Noise) -> BatteryReading:
