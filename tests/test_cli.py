@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from carlightd import config
 from tests.brokers import subscribed, unique_base_topic
 
 
@@ -71,7 +72,10 @@ async def test_signal_publishes_offline_and_exits_0_within_2s(
             try:
                 started = wait_for_line(proc, "started")
                 assert started["vehicle"] == "demo-car"
-                assert started["components"] == 18
+                # The packaged default car: every configured part.
+                assert started["components"] == len(
+                    config.load(config.packaged_default()).components
+                )
                 connected = wait_for_line(proc, "mqtt_connected")
                 assert connected["root"] == f"{base_topic}/demo-car"
                 await sub.wait_for(lambda: sub.on(availability) == [b"online"], what="online")

@@ -128,7 +128,7 @@ def test_every_bad_field_is_listed_at_once(
     [
         (
             lambda raw: raw["components"].append(dict(raw["components"][-1])),
-            "repeated: license_plate",
+            f"repeated: {DEFAULT['components'][-1]['id']}",
         ),
         (lambda raw: raw["components"].pop(1), "exactly one battery"),
         (
@@ -195,7 +195,7 @@ def test_config_path_resolution(
 ) -> None:
     monkeypatch.delenv("CARLIGHTD_CONFIG", raising=False)
     assert cli.main(["check-config"]) == 0
-    assert "18 components" in capsys.readouterr().out
+    assert f"{len(DEFAULT['components'])} components" in capsys.readouterr().out
     other = write(tmp_path, with_value(("vehicle", "id"), "from-env-path"))
     monkeypatch.setenv("CARLIGHTD_CONFIG", str(other))
     assert config.load().vehicle.id == "from-env-path"
@@ -228,7 +228,17 @@ def test_the_packaged_default_describes_the_documented_car() -> None:
         "turn_rear_right",
         "reverse",
         "license_plate",
+        "fuse_front_left",
+        "fuse_front_right",
+        "fuse_rear",
+        "ground_front",
+        "ground_rear",
     ]
+    # The v1 car's 18 parts keep their ids; every lamp has one fuse and one ground point.
+    lamps = {c.id for c in loaded.components if c.kind == "lamp"}
+    for kind, field in (("fuse", "feeds"), ("ground", "serves")):
+        named = [lamp for c in loaded.components if c.kind == kind for lamp in getattr(c, field)]
+        assert sorted(named) == sorted(lamps), kind
     repo_copy = Path(__file__).parents[1] / "config" / "carlightd.toml"
     assert repo_copy.read_text() == config.packaged_default().read_text()
 

@@ -10,7 +10,9 @@ import pytest
 from carlightd.core.domain import Ignition, Kind
 from carlightd.core.isolation import Topology, isolate
 from carlightd.core.kinds import FAILURES
-from carlightd.core.kinds.lamp import LampReading
+from carlightd.core.kinds.fuse import FuseConfig
+from carlightd.core.kinds.ground import GroundConfig
+from carlightd.core.kinds.lamp import LampConfig, LampReading
 from carlightd.core.selftests import NO_ANSWER, PASSED, SelfTestResult, Verdict
 from tests.simulate import Bench, settings
 
@@ -18,6 +20,23 @@ CONFIRM = settings().diagnostics.confirm_cycles
 KINDS = Bench().car.kinds
 SINGLE = [(part, failure) for part, kind in KINDS.items() for failure in FAILURES[kind]]
 ENGINE_ONLY = {"no_output", "undercharging", "overcharging", "diode_failure"}
+# The default car's wiring, read from its configuration (never counted by hand).
+COMPONENTS = settings().components
+FEEDS = {c.id: frozenset(c.feeds) for c in COMPONENTS if isinstance(c, FuseConfig)}
+SERVES = {c.id: frozenset(c.serves) for c in COMPONENTS if isinstance(c, GroundConfig)}
+FILAMENTS = {
+    c.id for c in COMPONENTS if isinstance(c, LampConfig) and c.technology == "incandescent"
+}
+
+
+def failing_behind(part: str) -> frozenset[str]:
+    """The lamps a failed fuse or ground makes fail with it (DESIGN §2): every lamp a blown fuse
+    feeds goes dark; every filament a corroded ground serves goes dim (an LED driver regulates)."""
+    if part in FEEDS:
+        return FEEDS[part]
+    if part in SERVES:
+        return SERVES[part] & FILAMENTS
+    return frozenset()
 
 
 @pytest.mark.parametrize(("part", "failure"), SINGLE)
@@ -27,9 +46,17 @@ def test_single_failure_engine_running(part: str, failure: str) -> None:
     bench.car.inject(part, failure)
     report = bench.run(CONFIRM + 2)
     assert report.root_causes() == {part: failure}
-    assert [(f.component, f.status) for f in report.faults] == [(part, "confirmed")]
+    # A fuse's or ground's lamps fail with it, each as its consequence; nothing else fails.
+    behind = failing_behind(part)
+    assert sorted((f.component, f.status) for f in report.faults) == sorted(
+        (pid, "confirmed") for pid in {part, *behind}
+    )
+    assert {f.component: f.consequence_of for f in report.faults if f.consequence_of} == (
+        dict.fromkeys(behind, part)
+    )
     assert report.components[part].status == "failed"
-    others = {pid: s.status for pid, s in report.components.items() if pid != part}
+    assert all(report.components[pid].consequence_of == part for pid in behind)
+    others = {pid: s.status for pid, s in report.components.items() if pid not in {part, *behind}}
     if KINDS[part] is Kind.CONTROLLER:
         # A dead controller: its lamps cannot be measured, so they are untested, never failed.
         lamps = [pid for pid, kind in KINDS.items() if kind is Kind.LAMP]
@@ -40,7 +67,12 @@ def test_single_failure_engine_running(part: str, failure: str) -> None:
         assert others["battery"] == "ok"
         assert others["alternator"] == "ok"
     else:
-        assert set(others.values()) == {"ok"}
+        # A ground point whose every filament is dark behind a blown fuse cannot be judged.
+        unjudgeable = {
+            g for g, lamps in SERVES.items() if g != part and lamps & FILAMENTS <= behind
+        }
+        assert {pid for pid, status in others.items() if status != "ok"} <= unjudgeable
+        assert all(others[pid] == "untested" for pid in unjudgeable)
 
 
 @pytest.mark.parametrize(("part", "failure"), SINGLE)
@@ -57,7 +89,10 @@ def test_single_failure_engine_off(part: str, failure: str) -> None:
         assert report.components[part].reason == "engine not running"
     else:
         assert report.root_causes() == {part: failure}
-        assert len(report.faults) == 1
+        assert {f.component: f.consequence_of for f in report.faults if f.consequence_of} == (
+            dict.fromkeys(failing_behind(part), part)
+        )
+        assert len(report.faults) == 1 + len(failing_behind(part))
 
 
 def test_flat_battery_blames_no_lamp() -> None:
@@ -107,9 +142,35 @@ def expected_roots(pair: list[tuple[str, str]]) -> tuple[dict[str, str], dict[st
     roots = dict(injected)
     consequences: dict[str, str] = {}
     if injected.get("bcm") == "no_response":
+        # … and the fuses and grounds judged from those lamps.
         for part in list(roots):
-            if KINDS[part] is Kind.LAMP:
+            if KINDS[part] in (Kind.LAMP, Kind.FUSE, Kind.GROUND):
                 del roots[part]
+        return roots, consequences
+    # A blown fuse darkens every lamp it feeds: their electrical failures are hidden in the dark,
+    # a broken current sense is still its own; the others are the fuse's consequences.
+    dark: set[str] = set()
+    for fuse in (part for part, failure in injected.items() if failure == "blown"):
+        for lamp in FEEDS[fuse]:
+            dark.add(lamp)
+            if injected.get(lamp) == "sensor_fault":
+                continue
+            roots.pop(lamp, None)
+            consequences[lamp] = fuse
+    # A corroded ground dims every filament it serves that is lit (a dim bulb among them is
+    # hidden); it is found from at least two of them, and they are its consequences.
+    for ground in (part for part, failure in injected.items() if failure == "high_resistance"):
+        dimmed = {
+            lamp
+            for lamp in SERVES[ground] & FILAMENTS
+            if lamp not in dark and injected.get(lamp) in (None, "degraded")
+        }
+        if len(dimmed) < 2:
+            del roots[ground]
+            continue
+        for lamp in dimmed:
+            roots.pop(lamp, None)
+            consequences[lamp] = ground
     alternator = injected.get("alternator")
     if alternator in {"no_output", "undercharging", "diode_failure"} and (
         injected.get("battery") == "discharged"
@@ -150,7 +211,7 @@ def test_double_failures(pair: list[tuple[str, str]]) -> None:
     found = {f.component: f.consequence_of for f in report.faults if f.consequence_of}
     assert found == consequences
     blamed = {f.component for f in report.faults}
-    assert blamed <= {part for part, _ in pair}
+    assert blamed <= {part for part, _ in pair} | set(consequences)
 
 
 def test_isolate_follows_the_causal_table_only() -> None:

@@ -199,10 +199,20 @@ def test_the_causal_links_are_each_kinds_own() -> None:
     flat = {Kind.BATTERY: frozenset({"discharged"})}
     expected = {(Kind.ALTERNATOR, failure): flat for failure in ("no_output", "undercharging")}
     expected[(Kind.ALTERNATOR, "diode_failure")] = flat
+    expected[(Kind.FUSE, "blown")] = {Kind.LAMP: frozenset({"open_circuit"})}
+    expected[(Kind.GROUND, "high_resistance")] = {Kind.LAMP: frozenset({"degraded"})}
     assert expected == CAUSES
     topology = Topology(settings().components)
     assert topology.depends_on["battery"] == ("alternator",)
-    assert topology.depends_on["brake_left"] == ("bcm", "battery", "alternator")
+    # A fuse and a ground name their lamps; the lamps depend on them all the same.
+    assert topology.depends_on["brake_left"] == (
+        "bcm",
+        "battery",
+        "alternator",
+        "fuse_rear",
+        "ground_rear",
+    )
+    assert topology.depends_on["fuse_rear"] == ()
     assert topology.controller_of["brake_left"] == "bcm"
     assert "bcm" not in topology.controller_of
     assert topology.depends_on["bcm"] == ()
@@ -210,14 +220,14 @@ def test_the_causal_links_are_each_kinds_own() -> None:
 
 def test_a_lamp_naming_a_part_that_is_no_controller_is_refused() -> None:
     components = [c.model_dump() for c in settings().components]
-    components[-1]["controller"] = "battery"  # a part, but not a controller
+    lamp = [c for c in components if c["kind"] == "lamp"][-1]
+    lamp["controller"] = "battery"  # a part, but not a controller
     with pytest.raises(ValidationError) as caught:
         config.Settings(components=components)
     [(path, message)] = config.describe(caught.value)
     assert path == "(top level)"  # the whole car is incoherent, not one entry
     assert message == (
-        f"lamp {components[-1]['id']!r} names controller 'battery', which is not a controller "
-        "component"
+        f"lamp {lamp['id']!r} names controller 'battery', which is not a controller component"
     )
 
 

@@ -10,7 +10,7 @@ from carlightd.core.kinds.alternator import AlternatorConfig, AlternatorReading,
 from carlightd.core.kinds.battery import BatteryConfig, BatteryReading, BatteryTest
 from carlightd.core.kinds.controller import ControllerReading, ControllerTest
 from carlightd.core.kinds.lamp import LampConfig, LampReading, LampTest
-from carlightd.core.selftests import NO_READING, Verdict
+from carlightd.core.selftests import NO_READING, CommonCauseTest, Verdict
 from tests.simulate import Bench
 
 H7 = LampConfig(kind="lamp", id="h", function="headlamp", technology="incandescent", power_w=55)
@@ -40,9 +40,18 @@ def test_every_failure_mode_of_every_part_is_detected(
     judged = 0
     for _ in range(5):
         report = bench.cycle()
-        test = bench.diagnoser.tests[part_id]
+        tests = bench.diagnoser.tests
+        test = tests[part_id]
         reading = report.components[part_id].reading
         result = test.assess(NO_READING if reading is None else reading, Ignition.RUN)
+        if isinstance(test, CommonCauseTest):  # a fuse, a ground: judged from its lamps
+            results = {
+                pid: tests[pid].assess(
+                    NO_READING if (seen := state.reading) is None else seen, Ignition.RUN
+                )
+                for pid, state in report.components.items()
+            }
+            result = test.judge(result, results, tests)
         # A run may be unable to judge it (a flashing indicator's every on-sample falls in its
         # inrush window: open circuit only); one that judges it finds it.
         if result.judges(failure):

@@ -1,5 +1,5 @@
 """The views read the kinds of part from what they receive: a kind they have no drawing for (one
-added since, say a fuse) is shown generically, never dropped, hidden or piled onto another part."""
+added since, say a relay) is shown generically, never dropped, hidden or piled onto another part."""
 
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ROOT = "carlightd/demo-car"
-FUSE = {
-    "component": "fuse_main",
-    "kind": "fuse",
+RELAY = {
+    "component": "relay_main",
+    "kind": "relay",
     "status": "failed",
-    "failure": "blown",
+    "failure": "stuck_open",
     "dtc": "B1299",
     "dtc_status": 9,
-    "reason": "no voltage behind the fuse",
-    "reading": {"blown": True, "drop_mv": 412.0, "load_a": 0.0},
+    "reason": "no voltage behind the relay",
+    "reading": {"stuck_open": True, "drop_mv": 412.0, "load_a": 0.0},
     "updated_at": "2025-01-01T00:00:00Z",
 }
 
@@ -48,18 +48,18 @@ def screen(state: WatchState) -> str:
 
 def test_the_terminal_shows_a_part_of_an_unknown_kind_with_its_first_numbers() -> None:
     state = WatchState(ROOT)
-    state.fold(f"{ROOT}/components/fuse_main", json.dumps(FUSE).encode())
-    row = next(line for line in screen(state).splitlines() if "fuse_main" in line)
-    assert "fuse" in row.replace("fuse_main", "")
+    state.fold(f"{ROOT}/components/relay_main", json.dumps(RELAY).encode())
+    row = next(line for line in screen(state).splitlines() if "relay_main" in line)
+    assert "relay" in row.replace("relay_main", "")
     assert "failed" in row
-    assert "blown" in row
+    assert "stuck_open" in row
     assert "B1299" in row
     assert "drop_mv 412.00, load_a 0.00" in row  # its reading, named as received
 
 
 def test_the_terminal_still_prefers_the_known_electrical_values() -> None:
     state = WatchState(ROOT)
-    lamp = {**FUSE, "component": "brake_left", "kind": "lamp", "reading": None}
+    lamp = {**RELAY, "component": "brake_left", "kind": "lamp", "reading": None}
     lamp.update(status="ok", failure=None, dtc=None, dtc_status=None)
     lamp["reading"] = {"commanded_on": True, "pulsed": False, "supply_v": 12.5, "current_a": 1.6}
     state.fold(f"{ROOT}/components/brake_left", json.dumps(lamp).encode())
@@ -77,11 +77,11 @@ def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 
 
 # A snapshot as the server would send it for a car with parts the page has no drawing for: two
-# fuses and a second controller (the first keeps its own box).
+# relays and a second controller (the first keeps its own box).
 EXTRA_PARTS = """
     const extra = [
-      { id: "fuse_main", kind: "fuse", function: null, failures: ["blown"] },
-      { id: "fuse_lamps", kind: "fuse", function: null, failures: ["blown"] },
+      { id: "relay_main", kind: "relay", function: null, failures: ["stuck_open"] },
+      { id: "relay_lamps", kind: "relay", function: null, failures: ["stuck_open"] },
       { id: "bcm_rear", kind: "controller", function: null, failures: ["no_response"] },
     ];
     take(Object.assign({}, state, { type: "snapshot", parts: state.parts.concat(extra) }));
@@ -117,7 +117,7 @@ async def test_the_dashboard_draws_an_unknown_kind_generically(
                 assert box is not None
                 shapes[part] = dict(box)
             assert len(shapes) == len(settings.components) + 3  # every part is drawn
-            for part in ("fuse_main", "fuse_lamps", "bcm_rear"):
+            for part in ("relay_main", "relay_lamps", "bcm_rear"):
                 # On the drawing, clear of every other part …
                 assert car is not None
                 box = shapes[part]
@@ -133,18 +133,20 @@ async def test_the_dashboard_draws_an_unknown_kind_generically(
                 assert await g.locator("rect").count() == 1
                 assert await g.locator("text.name").text_content() == part
             # The first controller keeps its own box; a known kind is not drawn generically.
-            assert await page.locator("#part-bcm").get_attribute("data-drawn") is None
+            assert await page.locator("#part-bcm").get_attribute("data-drawn") != "generic"
             assert await page.locator("#part-bcm rect").bounding_box() == before
             assert await page.locator("[data-drawn='generic']").count() == 3
 
             # Its state is shown like any part's: status colour, failure and DTC on the drawing.
-            update = json.dumps({"type": "update", "topic": "components/fuse_main", "value": FUSE})
+            update = json.dumps(
+                {"type": "update", "topic": "components/relay_main", "value": RELAY}
+            )
             await page.evaluate(f"take({update}); render();")
-            await page.wait_for_selector("#part-fuse_main.failed")
-            label = await page.text_content("#part-fuse_main text.failure")
-            assert label == "fuse_main: blown B1299"
+            await page.wait_for_selector("#part-relay_main.failed")
+            label = await page.text_content("#part-relay_main text.failure")
+            assert label == "relay_main: stuck_open B1299"
             # The workshop offers its failures, read from the snapshot, not from a list of kinds.
-            options = page.locator("#workshop-rows tr", has_text="fuse_main").locator("option")
-            assert "blown" in await options.all_text_contents()
+            options = page.locator("#workshop-rows tr", has_text="relay_main").locator("option")
+            assert "stuck_open" in await options.all_text_contents()
         finally:
             await browser.close()

@@ -26,7 +26,13 @@ from carlightd.core.memory import (
     FreezeFrame,
     StoredDtc,
 )
-from carlightd.core.selftests import ReadOutcome, SelfTest, Verdict, as_reading
+from carlightd.core.selftests import (
+    ReadOutcome,
+    SelfTest,
+    Verdict,
+    as_reading,
+    common_cause_tests,
+)
 
 ComponentStatus = Literal["ok", "pending", "failed", "untested"]
 
@@ -160,6 +166,7 @@ class Diagnoser:
 
     def __init__(self, components: Sequence[PartConfig], memory: FaultMemory) -> None:
         self.tests: dict[str, SelfTest] = {c.id: self_test_for(c) for c in components}
+        self._common_causes = common_cause_tests(self.tests)
         self.topology = Topology(components)
         self.memory = memory
         self.cycle = 0
@@ -182,6 +189,8 @@ class Diagnoser:
             part_id: test.assess(readings[part_id], ignition)
             for part_id, test in self.tests.items()
         }
+        for part_id, common in self._common_causes.items():  # fuses and grounds, from their lamps
+            results[part_id] = common.judge(results[part_id], results, self.tests)
         findings = isolate(results, self.topology, self.memory.remembered_roots())
         frame = _freeze_frame(_telemetry(ignition, readings), now)
         events = self._carried + self.memory.update(findings, now, frame)
@@ -193,6 +202,7 @@ class Diagnoser:
         """The car's parts changed (a reload): new tests and topology; what is remembered of a part
         that is gone (or is now another kind of part) is cleared, and the next report says so."""
         self.tests = {c.id: self_test_for(c) for c in components}
+        self._common_causes = common_cause_tests(self.tests)
         self.topology = Topology(components)
         self._carried += self.memory.forget({c.id: c.kind for c in components}, now)
 

@@ -21,6 +21,8 @@ class Kind(StrEnum):
     BATTERY = "battery"
     ALTERNATOR = "alternator"
     CONTROLLER = "controller"
+    FUSE = "fuse"
+    GROUND = "ground"
 
 
 class Ignition(StrEnum):

@@ -1,7 +1,11 @@
 """Isolation: which failed part is the root cause, and which symptoms are only its consequences.
 
-Parts depend on others (DESIGN §3): a lamp on the controller that measures it and on the supply;
-the battery's charge on the alternator while the engine runs. Each kind declares its own links in
+Parts depend on others (DESIGN §3): a lamp on the controller that measures it, on the supply, on
+the fuse that feeds it and the ground point it returns through (which name their lamps:
+`KindSpec.dependents`); the battery's charge on the alternator while the engine runs. Several
+lamps failing together behind one fuse or ground are that part's failure: the fuse's and the
+ground's own tests judge from their lamps' results (`CommonCauseTest.judge`, before isolation),
+and the lamps' failures then become consequences of them here. Each kind declares its own links in
 its module (`carlightd.core.kinds`). A symptom is reported as a consequence of a dependency only
 where a physical path from the dependency's failure to that symptom exists, listed in CAUSES;
 anything else a part shows is its own fault.
@@ -65,6 +69,11 @@ class Topology:
             if controller is not None:
                 self.controller_of[component.id] = controller
             self.depends_on[component.id] = spec.depends_on(component, ids)
+        # Parts that name their dependents (a fuse its lamps, a ground the lamps it serves).
+        for component in components:
+            for dependent in KINDS[Kind(component.kind)].dependents(component):
+                if dependent in self.depends_on:
+                    self.depends_on[dependent] += (component.id,)
 
 
 def isolate(

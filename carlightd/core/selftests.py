@@ -14,9 +14,10 @@ reason), then the electrical verdicts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from carlightd.core.domain import Ignition, Kind, Reading
 
@@ -115,3 +116,23 @@ class SelfTest(Protocol):
     kind: Kind
 
     def assess(self, reading: ReadOutcome, ignition: Ignition) -> SelfTestResult: ...
+
+
+@runtime_checkable
+class CommonCauseTest(SelfTest, Protocol):
+    """A test of a part nothing measures directly (a fuse, a ground point): after every other
+    part's test, it judges from the results of the parts it serves (README, Common causes).
+    `own` is what `assess` made of its own reading; `tests` are the other parts' tests, whose
+    calibration (a lamp's technology, say) tells which results can be evidence."""
+
+    def judge(
+        self,
+        own: SelfTestResult,
+        results: Mapping[str, SelfTestResult],
+        tests: Mapping[str, SelfTest],
+    ) -> SelfTestResult: ...
+
+
+def common_cause_tests(tests: Mapping[str, SelfTest]) -> dict[str, CommonCauseTest]:
+    """The tests that judge from other parts' results, to run after all the others."""
+    return {part_id: test for part_id, test in tests.items() if isinstance(test, CommonCauseTest)}

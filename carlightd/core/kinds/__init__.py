@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from carlightd.core.domain import Kind, UnknownFailureError
-from carlightd.core.kinds import alternator, battery, controller, lamp
+from carlightd.core.kinds import alternator, battery, controller, fuse, ground, lamp
 from carlightd.core.kinds.spec import KindSpec, PartConfig, build_registry
 from carlightd.core.selftests import SelfTest
 
@@ -23,6 +23,8 @@ KINDS: dict[Kind, KindSpec[Any, Any]] = build_registry(
         battery.KIND,
         alternator.KIND,
         controller.KIND,
+        fuse.KIND,
+        ground.KIND,
     ]
 )
 
@@ -61,12 +63,14 @@ def check_car(components: Sequence[PartConfig]) -> None:
     kinds = {component.id: component.kind for component in components}
     for component in components:
         for name, target in KINDS[Kind(component.kind)].references.items():
-            named = getattr(component, name)
-            if kinds.get(named) != target:
-                raise ValueError(
-                    f"{component.kind} {component.id!r} names {name} {named!r}, "
-                    f"which is not a {target} component"
-                )
+            value = getattr(component, name)
+            # A field names one part, or a list of them (the lamps a fuse feeds).
+            for named in value if isinstance(value, list | tuple) else (value,):
+                if kinds.get(named) != target:
+                    raise ValueError(
+                        f"{component.kind} {component.id!r} names {name} {named!r}, "
+                        f"which is not a {target} component"
+                    )
 
 
 __all__ = [

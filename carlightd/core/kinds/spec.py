@@ -45,6 +45,10 @@ def _depends_on_nothing(config: Any, ids: IdsByKind) -> tuple[str, ...]:
     return ()
 
 
+def _answers_for_nobody(config: Any) -> tuple[str, ...]:
+    return ()
+
+
 @dataclass(frozen=True, slots=True)
 class KindSpec(Generic[ConfigT, ReadingT]):
     """One kind of part, as the core needs to know it. DTCs stay in `dtc_catalogue.toml`, under
@@ -64,6 +68,9 @@ class KindSpec(Generic[ConfigT, ReadingT]):
     depends_on: Callable[[ConfigT, IdsByKind], tuple[str, ...]] = _depends_on_nothing
     # … and which: dependency kind -> its failure -> this part's failures it explains.
     caused_by: Mapping[Kind, Mapping[str, frozenset[str]]] = field(default_factory=dict)
+    # The parts that depend on this one without naming it (the lamps a fuse feeds): the reverse
+    # of `depends_on`, for a part whose configuration lists its dependents.
+    dependents: Callable[[ConfigT], tuple[str, ...]] = _answers_for_nobody
 
 
 class KindRegistryError(CarlightdError):

@@ -38,6 +38,7 @@ from carlightd.sources.simulated.parts.base import (
     spread_rng,
 )
 from carlightd.sources.simulated.parts.battery import Battery
+from carlightd.sources.simulated.parts.lamp import Lamp
 from carlightd.sources.simulated.profile import (
     DriverInputs,
     ProfileName,
@@ -45,6 +46,7 @@ from carlightd.sources.simulated.profile import (
     weather,
 )
 from carlightd.sources.simulated.sensors import Noise, part_rng
+from carlightd.sources.simulated.wiring import feeds
 
 # Steady loads besides lamps: sleeping electronics; ECUs and pumps with the key on; plus ignition,
 # fuel pump and fans with the engine running.
@@ -97,6 +99,10 @@ class Car:
         ambient_c: float = 20.0,
     ) -> None:
         self.parts: dict[str, Part] = {c.id: _build(c) for c in components}
+        for part_id, feed in feeds(components, self.parts).items():  # fuses and ground points
+            part = self.parts[part_id]
+            if isinstance(part, Lamp):
+                part.feed = feed
         self.kinds: dict[str, Kind] = {c.id: Kind(c.kind) for c in components}
         self._noise = {c.id: Noise(part_rng(seed, c.id), noise) for c in components}
         self._intermittency = {c.id: intermittency_rng(seed, c.id) for c in components}

@@ -9,19 +9,34 @@
 "use strict";
 
 const CHART_HEIGHT = 150;  // the plot and its time axis; the legend is below it
+// `span`: the least range a plot's axis shows, so sensor noise stays small beside a real change.
 const CHARTS = [
-  { id: "chart-bus", unit: "V", digits: 2,
+  { id: "chart-bus", unit: "V", digits: 2, span: 4,
     series: [{ column: 1, label: "bus voltage", stroke: "#58a6ff" },
              { column: 4, label: "charging set-point", stroke: "#3fb950", dash: [4, 3] }] },
-  { id: "chart-current", unit: "A", digits: 1,
+  { id: "chart-current", unit: "A", digits: 1, span: 20,
     series: [{ column: 2, label: "battery current (+ discharging)", stroke: "#e3b341" }] },
-  { id: "chart-temperature", unit: "°C", digits: 1,
+  { id: "chart-temperature", unit: "°C", digits: 1, span: 10,
     series: [{ column: 3, label: "battery temperature", stroke: "#f85149" }] },
 ];
 const chart = { points: [], windowS: 300, plots: [] };
 
 function chartData(spec) {
   return [chart.points.map(p => p[0]), ...spec.series.map(s => chart.points.map(p => p[s.column]))];
+}
+
+// The window ends at the newest point and spans the last windowS seconds, by telemetry's clock
+// (before the first point, by the page's clock: an empty chart of the last minutes).
+function timeRange(u, min, max) {
+  const end = max === null ? Date.now() / 1000 : max;
+  return [end - chart.windowS, end];
+}
+
+// The values' range, widened to the plot's least span (and a margin).
+function valueRange(spec, min, max) {
+  if (min === null || max === null) return [0, spec.span];
+  const widen = Math.max(0, spec.span - (max - min)) / 2 + spec.span / 20;
+  return [min - widen, max + widen];
 }
 
 function chartOptions(spec, width) {
@@ -31,13 +46,8 @@ function chartOptions(spec, width) {
     width, height: CHART_HEIGHT,
     cursor: { sync: { key: "telemetry" } },  // one time under the pointer on every chart
     legend: { live: true },
-    // The window ends at the newest point and spans the last windowS seconds, by telemetry's clock
-    // (before the first point, the page's clock: an empty chart of the last minutes).
-    scales: { x: { time: true, range: (u, min, max) => {
-      const end = max === null ? Date.now() / 1000 : max;
-      return [end - chart.windowS, end];
-    } } },
-    axes: [axis, { ...axis, size: 56, values: (u, ticks) => ticks.map(t => `${t} ${spec.unit}`) }],
+    scales: { x: { time: true, range: timeRange }, y: { range: (u, min, max) => valueRange(spec, min, max) } },
+    axes: [axis, { ...axis, size: 64, values: (u, ticks) => ticks.map(t => `${t} ${spec.unit}`) }],
     series: [{}, ...spec.series.map(s => ({ label: s.label, stroke: s.stroke, dash: s.dash, width: 1.5, value }))],
   };
 }

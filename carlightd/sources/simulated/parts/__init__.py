@@ -15,6 +15,8 @@ from carlightd.sources.simulated.parts.alternator import Alternator
 from carlightd.sources.simulated.parts.base import SimulatedPart
 from carlightd.sources.simulated.parts.battery import Battery
 from carlightd.sources.simulated.parts.controller import Controller
+from carlightd.sources.simulated.parts.fuse import Fuse
+from carlightd.sources.simulated.parts.ground import Ground
 from carlightd.sources.simulated.parts.lamp import Lamp
 
 Part = SimulatedPart[Any, Any]
@@ -48,6 +50,8 @@ def build_simulated(
     return {kind: registry[kind] for kind in kinds}
 
 
-SIMULATED: dict[Kind, type[Part]] = build_simulated([Lamp, Battery, Alternator, Controller])
+SIMULATED: dict[Kind, type[Part]] = build_simulated(
+    [Lamp, Battery, Alternator, Controller, Fuse, Ground]
+)
 
 __all__ = ["SIMULATED", "Part", "SimulatedPart", "build_simulated"]

@@ -48,6 +48,7 @@ from carlightd.sources.simulated.sensors import Noise
 SHORT_CIRCUIT_LIMIT_A = 24.0  # the high-side driver's current limit before it trips
 SENSE_FULL_SCALE_A = 25.0  # the current sense saturates here (a broken one reads beyond it)
 POWER_SPREAD = 0.05  # each lamp within ±5 % of its nominal power
+from carlightd.sources.simulated.wiring import DIRECT, Feed
 FILAMENT_COLD_RATIO = (0.08, 0.12)  # cold resistance / hot resistance, per bulb
 FILAMENT_TAU_S = 0.010  # the filament's heating time constant
 FIRST_SAMPLE_S = 0.005  # the controller samples a lamp this long after switching it on
@@ -85,6 +86,7 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
     def manufacture(self, rng: random.Random) -> None:
         self.set_spread(1.0 + rng.uniform(-POWER_SPREAD, POWER_SPREAD))
         self.cold_ratio = rng.uniform(*FILAMENT_COLD_RATIO)
+        self.feed: Feed = DIRECT  # its fuses and ground points, set by the car (`wiring.feeds`)
 
     def set_spread(self, spread: float) -> None:
         """This lamp's power is `spread` x nominal (tests pick the extremes)."""
@@ -121,8 +123,8 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         return hot if after_s is None else hot * filament_inrush(after_s, self.cold_ratio)
 
     def draw(self, inputs: DriverInputs) -> Draw:
-        if self.function in inputs.lamps_on:
-            return self.conductance, self.constant_current_a * self.pwm_duty
+        if self.function in inputs.lamps_on and self.feed.live:  # a blown fuse: nothing
+            return self.feed.conductance(self.conductance), self.constant_current_a * self.pwm_duty
         return NO_DRAW
 
     def _sampled_after(self, car: CarView, on: bool) -> float:
@@ -142,11 +144,14 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         duty = self.pwm_duty if on else 1.0
         # A PWM output is sampled at a random phase: on with probability duty.
         output_on = duty >= 1.0 or noise.rng.random() < duty
-        if self.has("short_circuit") and output_on:
+        if self.has("short_circuit") and output_on and self.feed.live:
             return LampReading(
                 on, not on, noise.voltage(bus_v), SHORT_CIRCUIT_LIMIT_A, True, after, duty
             )
-        current = self.current_at(bus_v, after) if output_on else 0.0
+        # Through its fuses and ground points (`wiring.Feed`).
+        current = (
+            self.feed.current(lambda v: self.current_at(v, after), bus_v) if output_on else 0.0
+        )
         sensed = min(noise.current(current), SENSE_FULL_SCALE_A)
         return LampReading(on, not on, noise.voltage(bus_v), sensed, False, after, duty, output_on)
 
