@@ -143,6 +143,8 @@ def healthy_drive(seed: int, cycles: int) -> dict[str, Any]:
     true_alarms = 0
     lowest_soc = bench.car.battery.soc
     starts = 0
+    no_starts = 0
+    was_cranking = False
     for cycle in range(cycles):
         if cycle in changes:
             if changes[cycle] is Ignition.RUN:
@@ -150,6 +152,10 @@ def healthy_drive(seed: int, cycles: int) -> dict[str, Any]:
             bench.car.set_ignition(changes[cycle])
         report = bench.cycle()
         lowest_soc = min(lowest_soc, bench.car.battery.soc)
+        cranking = bool(getattr(bench.car, "cranking", False))
+        if was_cranking and not cranking and not _engine_running(bench):
+            no_starts += 1  # the battery could not crank the engine
+        was_cranking = cranking
         for event in report.events:
             if event.type not in ("fault_pending", "fault_confirmed"):
                 continue
@@ -172,6 +178,7 @@ def healthy_drive(seed: int, cycles: int) -> dict[str, Any]:
         "cycles": cycles,
         "part_cycles": cycles * parts,
         "starts": starts,
+        "no_starts": no_starts,
         "alarms": alarms,
         "true_alarms": true_alarms,
         "lowest_true_soc": round(lowest_soc, 4),
@@ -279,7 +286,7 @@ def run_case(case: Case) -> dict[str, Any]:
     for cycle in range(1, case.window + 1):
         report = bench.cycle()
         lowest_soc = min(lowest_soc, bench.car.battery.soc)
-        engine_running = engine_running and bench.car.snapshot().engine_rpm > 0
+        engine_running = engine_running and _engine_running(bench)
         _observe(report, seen, first_confirmed, cycle)
     situation = Situation(engine_running=engine_running, lowest_true_soc=lowest_soc)
     outcomes = expect(Wiring.of(bench.settings.components), case.injected, situation)
@@ -304,6 +311,14 @@ def run_case(case: Case) -> dict[str, Any]:
         "cycles_to_confirm": max(to_confirm) if to_confirm and best.roots else None,
         "engine_running": engine_running,
     }
+
+
+def _engine_running(bench: Bench) -> bool:
+    """The truth: the engine turns by itself (not stopped, not only cranked by the starter)."""
+    running = getattr(bench.car, "engine_running", None)
+    if isinstance(running, bool):
+        return running
+    return bench.car.snapshot().engine_rpm > 0
 
 
 def _observe(
@@ -438,6 +453,7 @@ def summarize(healthy: list[dict[str, Any]], cases: list[dict[str, Any]]) -> dic
             "cycles": sum(h["cycles"] for h in healthy),
             "part_cycles": part_cycles,
             "starts": sum(h["starts"] for h in healthy),
+            "starts_that_did_not_catch": sum(h["no_starts"] for h in healthy),
             "pending_false_alarms": pending,
             "confirmed_false_alarms": confirmed,
             "pending_per_million_part_cycles": per_million(pending, part_cycles),

@@ -12,7 +12,9 @@ The rules, each as a mechanic would put it:
    (`no_output`, `undercharging`, `overcharging`, `diode_failure`) go unseen and nothing is blamed
    for them. A broken alternator *sensor* can still be seen (it reads what cannot be).
 3. A controller that does not answer (`no_response`) leaves every part it measures unread: their
-   own failures go unseen, and they are never blamed.
+   own failures go unseen, and they are never blamed. A fuse or a ground has no sense of its own
+   (nothing measures the voltage after a fuse or across a ground point): it is known only through
+   the lamps it feeds or serves, so behind a silent controller its failure may go unseen too.
 4. A blown fuse leaves every part it feeds without power (and a controller it feeds silent, so
    the parts that controller measures unread): their own failures are masked; they may be shown as
    consequences of the fuse, or untested. A broken current sense behind it may or may not be seen.
@@ -127,12 +129,16 @@ def expect(
             and not situation.engine_running
         ):
             del roots[part]
-    # Rule 3: a silent controller's lamps are unread.
+    # Rule 3: a silent controller's lamps are unread, and so is what is known only through them.
+    unread: set[str] = set()
     for controller, failure in broken.items():
         if wiring.kinds[controller] == "controller" and failure == "no_response":
-            for part, measured_by in wiring.measured_by.items():
-                if measured_by == controller:
-                    roots.pop(part, None)
+            unread |= {p for p, c in wiring.measured_by.items() if c == controller}
+    for part in unread:
+        roots.pop(part, None)
+    for part, behind in (*wiring.feeds.items(), *wiring.serves.items()):
+        if part in roots and behind and set(behind) <= unread:
+            optional[part] = roots.pop(part)
     # Rule 4: a blown fuse masks what it feeds.
     for fuse, failure in broken.items():
         if wiring.kinds[fuse] == "fuse" and failure == "blown":

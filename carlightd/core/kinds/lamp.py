@@ -247,7 +247,6 @@ KIND = KindSpec(
     references={"controller": Kind.CONTROLLER},
     measured_by=_controller,
     depends_on=_depends_on,
-)
     # A blown fuse darkens every lamp it feeds; a corroded ground dims what it serves (an LED
     # driver too, once the drop leaves it short of headroom). An open bulb behind a corroded
     # ground is the bulb's own (the fuse or ground names its lamps).
@@ -255,3 +254,4 @@ KIND = KindSpec(
         Kind.FUSE: {"blown": frozenset({"open_circuit"})},
         Kind.GROUND: {"high_resistance": frozenset({"degraded"})},
     },
+)

@@ -44,11 +44,11 @@ from carlightd.core.kinds.lamp import LED_DROPOUT_V, RATED_LAMP_V, LampConfig, L
 from carlightd.sources.simulated.parts.base import NO_DRAW, CarView, Draw, SimulatedPart
 from carlightd.sources.simulated.profile import DriverInputs
 from carlightd.sources.simulated.sensors import Noise
+from carlightd.sources.simulated.wiring import DIRECT, Feed
 
 SHORT_CIRCUIT_LIMIT_A = 24.0  # the high-side driver's current limit before it trips
 SENSE_FULL_SCALE_A = 25.0  # the current sense saturates here (a broken one reads beyond it)
 POWER_SPREAD = 0.05  # each lamp within ±5 % of its nominal power
-from carlightd.sources.simulated.wiring import DIRECT, Feed
 FILAMENT_COLD_RATIO = (0.08, 0.12)  # cold resistance / hot resistance, per bulb
 FILAMENT_TAU_S = 0.010  # the filament's heating time constant
 FIRST_SAMPLE_S = 0.005  # the controller samples a lamp this long after switching it on
