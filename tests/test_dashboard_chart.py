@@ -15,7 +15,13 @@ import pytest
 
 from carlightd.config import Settings
 from carlightd.consumers.dashboard import server
-from carlightd.consumers.dashboard.server import HISTORY_S, LiveState, chart_point, serving
+from carlightd.consumers.dashboard.server import (
+    HISTORY_POINTS,
+    HISTORY_S,
+    LiveState,
+    chart_point,
+    serving,
+)
 from carlightd.contract.payloads import ComponentPayload, TelemetryPayload
 from tests.conftest import service_settings
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, playwright
@@ -73,6 +79,10 @@ def test_chart_points_are_numbers_or_gaps_and_keep_the_window() -> None:
     assert len(kept) == 31
     state.remember([at.timestamp(), 11.0, None, None, None])  # older: a new run, start over
     assert list(state.history) == [[at.timestamp(), 11.0, None, None, None]]
+    for i in range(5 * HISTORY_POINTS):  # a flood, a millisecond apart: the newest are kept
+        state.remember([at.timestamp() + i / 1000, 12.0, None, None, None])
+    assert len(state.history) == HISTORY_POINTS
+    assert state.history[-1][0] == at.timestamp() + (5 * HISTORY_POINTS - 1) / 1000
 
 
 pytestmark = pytest.mark.skipif(

@@ -90,6 +90,9 @@ ASSETS = {  # path -> (file in static/, content type)
 # The page's scripts, in the order index.html loads them (the tests check there are no others).
 SCRIPTS = ("vendor/uPlot.iife.min.js", "chart.js", "app.js")
 HISTORY_S = 300.0  # the chart's window: the last five minutes of telemetry, by its own clock
+# At most this many points in the window (one a second would be 300): anyone who may publish on
+# ROOT/telemetry could send thousands a second, and every page gets the history in its snapshot.
+HISTORY_POINTS = 1200
 
 
 def chart_point(telemetry: dict[str, Any], at: datetime) -> list[float | None]:
@@ -146,7 +149,7 @@ class LiveState:
         self.parts = {c.id for c in settings.components}
         self.latest: dict[str, Any] = {}  # relative topic -> validated payload as JSON data
         self.events: list[Any] = []
-        self.history: deque[list[float | None]] = deque()  # chart points, oldest first
+        self.history: deque[list[float | None]] = deque(maxlen=HISTORY_POINTS)  # oldest first
         self.notes: deque[dict[str, str]] = deque(maxlen=NOTES_KEPT)
         self.stale: str | None = None  # why the data shown may be old, until fresh data arrives
         self.received = 0  # valid messages taken in
@@ -178,6 +181,7 @@ class LiveState:
             "events": self.events[-20:],
             "history": list(self.history),
             "history_s": HISTORY_S,
+            "history_points": HISTORY_POINTS,
             "notes": list(self.notes),
             "stale": self.stale,
         }

@@ -362,7 +362,7 @@ function take(message) {
     document.getElementById("vehicle").textContent = message.vehicle;
     document.getElementById("root").textContent = message.root;
     drawParts(); drawWorkshop();
-    chartReset(message.history, message.history_s);
+    chartReset(message.history, message.history_s, message.history_points);
   } else if (message.type === "point") {
     chartAdd(message.point);
   } else if (message.type === "update") {

@@ -19,7 +19,7 @@ const CHARTS = [
   { id: "chart-temperature", unit: "°C", digits: 1, span: 10,
     series: [{ column: 3, label: "battery temperature", stroke: "#f85149" }] },
 ];
-const chart = { points: [], windowS: 300, plots: [] };
+const chart = { points: [], windowS: 300, plots: [], most: 1200 };  // most: as the server keeps
 
 function chartData(spec) {
   return [chart.points.map(p => p[0]), ...spec.series.map(s => chart.points.map(p => p[s.column]))];
@@ -67,14 +67,21 @@ function chartDraw() {
   }
 }
 
+// Points may come fast (many publishers, or a flood): the charts are drawn at most every 100 ms.
+let chartDrawing = null;
+function chartLater() {
+  if (chartDrawing === null) chartDrawing = setTimeout(() => { chartDrawing = null; chartDraw(); }, 100);
+}
+
 function validPoint(point) {
   return Array.isArray(point) && point.length === 5 && Number.isFinite(point[0]) &&
          point.slice(1).every(v => v === null || Number.isFinite(v));
 }
 
 // A snapshot: the server's whole history (it keeps the same window).
-function chartReset(points, windowS) {
+function chartReset(points, windowS, most) {
   if (Number.isFinite(windowS) && windowS > 0) chart.windowS = windowS;
+  if (Number.isInteger(most) && most > 0) chart.most = most;
   chart.points = Array.isArray(points) ? points.filter(validPoint) : [];
   chartDraw();
 }
@@ -86,8 +93,8 @@ function chartAdd(point) {
   if (last && point[0] < last[0]) chart.points = [];
   chart.points.push(point);
   const oldest = point[0] - chart.windowS;
-  while (chart.points[0][0] < oldest) chart.points.shift();
-  chartDraw();
+  while (chart.points[0][0] < oldest || chart.points.length > chart.most) chart.points.shift();
+  chartLater();
 }
 
 window.addEventListener("resize", () => {

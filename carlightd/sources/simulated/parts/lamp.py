@@ -80,13 +80,13 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         self.led_current_a = config.power_w / RATED_LAMP_V
         self.conductance = 0.0  # siemens drawn by a filament (0 for LEDs and dead circuits)
         self.constant_current_a = 0.0  # what an LED driver draws above drop-out (0 for filaments)
+        self.feed: Feed = DIRECT  # its fuses and ground points, set by the car (`wiring.feeds`)
         self._on_since: float | None = None  # when its driver was last switched on, as sampled
         self._settle()
 
     def manufacture(self, rng: random.Random) -> None:
         self.set_spread(1.0 + rng.uniform(-POWER_SPREAD, POWER_SPREAD))
         self.cold_ratio = rng.uniform(*FILAMENT_COLD_RATIO)
-        self.feed: Feed = DIRECT  # its fuses and ground points, set by the car (`wiring.feeds`)
 
     def set_spread(self, spread: float) -> None:
         """This lamp's power is `spread` x nominal (tests pick the extremes)."""
