@@ -143,10 +143,7 @@ class AlternatorTest:
         if reading.engine_rpm < ENGINE_RUNNING_RPM:
             return not_run("engine not running", _SENSOR_ONLY)
         if reading.since_crank_s is not None and reading.since_crank_s < CRANK_SETTLE_S:
-            return not_run(
-                f"settling after cranking ({reading.since_crank_s:.1f} of {CRANK_SETTLE_S:.0f} s)",
-                _SENSOR_ONLY,
-            )
+            return not_run(f"settling after cranking (first {CRANK_SETTLE_S:.0f} s)", _SENSOR_ONLY)
         setpoint = self.setpoint_v if reading.setpoint_v is None else reading.setpoint_v
         deviation = reading.output_v - setpoint
         regulated = f"bus {reading.output_v:.2f} V for set-point {setpoint:.2f} V"

@@ -23,7 +23,7 @@ reading lets it judge:
   open-circuit estimate from rest voltage and current (`ocv_v`) still judges `dead_cell` and
   `discharged`, never `weak`;
 - neither (the battery is charging or heavily loaded, so no rest estimate): not run, "no fresh test
-  pulse and not at rest";
+  pulse and no rest estimate (charging or heavily loaded)";
 - while the starter cranks and for `CRANK_SETTLE_S` after (the bus dips to 8-10 V, ISO 16750-2
   starting profile, and the battery recovers): not run, "cranking" / "settling after cranking";
   only the sensor's plausibility is judged.
@@ -255,10 +255,8 @@ class BatteryTest:
         if reading.cranking:
             return not_run("cranking", _SENSOR_ONLY)
         if reading.since_crank_s is not None and reading.since_crank_s < CRANK_SETTLE_S:
-            return not_run(
-                f"settling after cranking ({reading.since_crank_s:.1f} of {CRANK_SETTLE_S:.0f} s)",
-                _SENSOR_ONLY,
-            )
+            # A reason that stays the same across the window: a new reason is a new publication.
+            return not_run(f"settling after cranking (first {CRANK_SETTLE_S:.0f} s)", _SENSOR_ONLY)
         if reading.pulse_age_s > 0.0:
             return self._between_pulses(reading)
         line = battery_line(reading)
@@ -287,8 +285,7 @@ class BatteryTest:
         emf = reading.ocv_v
         if emf is None:
             return not_run(
-                f"no fresh test pulse (last {reading.pulse_age_s:.0f} s ago) and not at rest "
-                f"({reading.current_a:.1f} A)",
+                "no fresh test pulse and no rest estimate (charging or heavily loaded)",
                 _SENSOR_ONLY,
             )
         judged = f"open-circuit estimate {emf:.2f} V at rest (no pulse this cycle)"

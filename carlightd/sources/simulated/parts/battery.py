@@ -21,15 +21,16 @@ usable capacity is `1 - CAPACITY_PER_K * (20 - T)` of the rated one (about -0.8 
 held within 50-105 %.
 
 The intelligent battery sensor's test pulse (the alternator's field off for a moment and a 30 A
-load, `BATTERY_TEST_PULSE_A`) is not run every second: every `PULSE_PARKED_S` (10 min) with the
-key off, every `PULSE_AWAKE_S` (1 min) with the key on and the engine stopped, and every cycle
-(`PULSE_RUNNING_S`, 1 s) while the engine runs, where a field-off step of milliseconds goes
-unnoticed and the charge changes fast. Never while the starter cranks. Between pulses the sensor
-reports its last points (`pulse_age_s` > 0) and an open-circuit estimate from rest voltage and
-current (`ocv_v` = V + I x the last pulse's resistance) while it discharges at most `REST_MAX_A`
-(charging, the charge polarisation hides the open-circuit voltage: `ocv_v` is None). When that
-estimate leaves the last pulse's open-circuit voltage by more than `PULSE_TRIGGER_V` (a failure
-between pulses), the sensor pulses at once.
+load, `BATTERY_TEST_PULSE_A`) is not run every second while parked: every `PULSE_PARKED_S`
+(10 min) with the key off, every `PULSE_AWAKE_S` (1 min) with the key on and the engine stopped;
+with the engine running, at every reading (`PULSE_RUNNING_S` 0), where a field-off step of
+milliseconds goes unnoticed, the battery is charging (so no rest estimate could stand in) and the
+charge changes fast. Never while the starter cranks. Between pulses the sensor reports its last
+points (`pulse_age_s` > 0) and an open-circuit estimate from voltage and current (`ocv_v` = V + I x
+the last pulse's resistance) while it discharges at most `REST_MAX_A` (60 A: every load the key
+can switch on; charging, the charge polarisation hides the open-circuit voltage: `ocv_v` is None).
+When that estimate leaves the last pulse's open-circuit voltage by more than `PULSE_TRIGGER_V`
+(a failure between pulses), the sensor pulses at once.
 
 Starting (`can_crank`): the engine catches only if the battery holds at least `CRANK_MIN_V`
 (7.5 V) under the starter, the lowest starting voltage of ISO 16750-2's severe profiles (below
@@ -61,8 +62,8 @@ THERMAL_TAU_S = 3600.0
 DISCHARGED_SOC = 0.05
 PULSE_PARKED_S = 600.0
 PULSE_AWAKE_S = 60.0
-PULSE_RUNNING_S = 1.0
-REST_MAX_A = 30.0
+PULSE_RUNNING_S = 0.0
+REST_MAX_A = 60.0
 PULSE_TRIGGER_V = 0.05
 CRANK_MIN_SOC = 0.20
 CRANK_MIN_V = 7.5
