@@ -271,3 +271,25 @@ def test_the_ambient_temperature_is_seeded_slow_and_in_range() -> None:
     assert max(abs(a - b) for a, b in itertools.pairwise(first)) < 0.01  # slow
     with pytest.raises(ValueError, match="ambient_c"):
         Car(components, seed=1, noise=1.0, ignition=Ignition.RUN, ambient_c=60.0)
+
+
+def test_starts_are_deterministic_for_a_seed() -> None:
+    def drive(seed: int) -> list[tuple[float, float, bool, str | None]]:
+        bench = Bench(seed=seed, noise=2.0, ignition=Ignition.OFF)
+        bench.car.set_ambient(-5.0)
+        seen = []
+        for cycle in range(300):
+            if cycle % 100 == 5:
+                bench.car.set_ignition(Ignition.RUN)
+            if cycle % 100 == 80:
+                bench.car.set_ignition(Ignition.OFF)
+            battery = bench.cycle().components["battery"]
+            assert isinstance(battery.reading, BatteryReading)
+            snapshot = bench.car.snapshot()
+            seen.append(
+                (battery.reading.voltage_v, snapshot.setpoint_v, snapshot.cranking, battery.reason)
+            )
+        return seen
+
+    assert drive(3) == drive(3)
+    assert drive(3) != drive(4)

@@ -14,7 +14,9 @@ the README's "The simulated car"):
   its current follows the supply, I = V/R. LED lamps have a constant-current driver that drops out
   below 9 V.
 - alternator: about 45 % of its rating at engine idle (800 rpm) and all of it from 3000 rpm; its
-  regulator holds the bus at the set-point (14.2 V) while it has current to spare.
+  regulator holds the bus at the set-point the engine computer commands (smart charging,
+  12.8-15.0 V, `parts/alternator.py`) while it has current to spare.
+- starter: while it cranks, one resistance across the bus (`car.py`, `STARTER_OHM`).
 """
 
 from __future__ import annotations
