@@ -30,10 +30,10 @@ The controller's calibration (README, Self-tests), its own data, never the simul
   calibration holds the cold-bulb current: `COLD_PULSE_MULTIPLE` (5.4) times the hot nominal
   current (a cold resistance of a tenth heating with a time constant of about 10 ms, the white
   paper's figures), judged `degraded` below 0.75 of that (again above 0.80): a healthy bulb's
-  cold resistance and power differ from nominal by up to about ±15 % together, a degraded one
-  (1.8 times the resistance) reads below 0.66. A short on a pulse is the driver's trip only. A
-  cold filament may saturate the sense at its full scale (25 A): inside the plausible range, and
-  judged for `open_circuit` only.
+  cold resistance (with the ambient temperature) and power take it from 0.86 to 1.20 of that, a
+  degraded one (1.8 times the resistance) reads below 0.67. A short on a pulse is the driver's
+  trip only. A cold filament may saturate the sense at its full scale (25 A): inside the plausible
+  range, and judged for `open_circuit` only.
 - PWM-dimmed lamps: the controller knows whether its output was on at the instant it sampled; an
   off-phase sample judges the sense only (`untested`, with the duty in the reason), an on-phase
   sample is judged as a steady lamp.
@@ -221,10 +221,11 @@ class LampTest:
                     f"{cold:.0%} of a cold bulb's test-pulse current at {reading.supply_v:.2f} V",
                 )
             return SelfTestResult(Verdict.PASSED, judged=_PULSE_JUDGED)
-        why = "sense saturated by" if saturated else f"{after * 1000:.0f} ms into"
+        when = f"sampled {after * 1000:.0f} ms after switch-on"
+        why = "saturates the sense" if saturated else when
         return SelfTestResult(
             Verdict.PASSED,
-            reason=f"cold filament inrush ({why} switch-on): judged for open circuit only",
+            reason=f"cold filament inrush, {why}: judged for open circuit only",
             judged=_INRUSH_JUDGED,
         )
 

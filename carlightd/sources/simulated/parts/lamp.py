@@ -13,7 +13,10 @@ A real lamp, not a nominal one (DESIGN §2; README, The simulated car):
 - Part-to-part spread: each lamp draws its nominal power times a factor drawn once, uniformly
   within ±`POWER_SPREAD` (5 %), from its own seeded stream when the car is built.
 - Cold filament inrush: a tungsten filament's resistance rises from about a tenth of its hot value
-  (each bulb's own, drawn once within 8-12 %) as it heats, R(t) = R_hot·(1 - (1 - c)·e^(-t/τ)),
+  (each bulb's own at 20 °C, drawn once within 9-11 %, times 1 + alpha·(ambient - 20 °C) with
+  tungsten's temperature coefficient alpha = 0.0045/K, as tabulated e.g. in Wikipedia's "Electrical
+  resistivity and conductivity": 8.2 % of hot at -20 °C, 10.9 % at +40 °C for a 10 % bulb) as it
+  heats, R(t) = R_hot·(1 - (1 - c)·e^(-t/τ)),
   τ = 10 ms: about 10x the hot current at switch-on,
   2.5x after 4 ms, within 5 % of hot after 30 ms (a lamp-driver white paper,
   nncyjs.com/whitepaper/2009/1230/down_198.html: "approximately 10 % of the hot filament
@@ -21,7 +24,8 @@ A real lamp, not a nominal one (DESIGN §2; README, The simulated car):
   elesa.com, "Lamp load"). The body controller samples a lamp it has just switched on
   `FIRST_SAMPLE_S` (5 ms) after switch-on, and an off lamp `PULSE_SAMPLE_S` (1 ms) into its test
   pulse, so both see a cold filament (about 2.2x and 5.4x the hot current); later samples see it
-  hot. A filament is cold at every pulse (it cools in well under the cycle's second). The current
+  hot. A filament is taken as back at ambient temperature at every pulse (an idealization: one
+  switched off under a second ago, a flashing indicator's, is still somewhat warm). The current
   sense saturates at its full scale, 25 A; the driver tolerates inrush (it trips on a short only).
   The bus itself sees the hot filament: the inrush is over long before the quasi-static bus moves.
 - PWM dimming (LED lamps, `pwm_duty` < 1): on average the lamp draws duty x its current; the
@@ -49,7 +53,8 @@ from carlightd.sources.simulated.wiring import DIRECT, Feed
 SHORT_CIRCUIT_LIMIT_A = 24.0  # the high-side driver's current limit before it trips
 SENSE_FULL_SCALE_A = 25.0  # the current sense saturates here (a broken one reads beyond it)
 POWER_SPREAD = 0.05  # each lamp within ±5 % of its nominal power
-FILAMENT_COLD_RATIO = (0.08, 0.12)  # cold resistance / hot resistance, per bulb
+FILAMENT_COLD_RATIO = (0.09, 0.11)  # cold resistance / hot resistance at 20 °C, per bulb
+TUNGSTEN_ALPHA_PER_K = 0.0045  # tungsten's temperature coefficient of resistance near 20 °C
 FILAMENT_TAU_S = 0.010  # the filament's heating time constant
 FIRST_SAMPLE_S = 0.005  # the controller samples a lamp this long after switching it on
 PULSE_SAMPLE_S = 0.001  # and an off lamp this far into its test pulse
@@ -75,7 +80,8 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         self.is_led = config.technology == "led"
         self.pwm_duty = config.pwm_duty
         self.spread = 1.0  # its power / nominal power (`manufacture`)
-        self.cold_ratio = 0.1  # its filament's cold / hot resistance (`manufacture`)
+        self.cold_ratio = 0.1  # its filament's cold / hot resistance at 20 °C (`manufacture`)
+        self.ambient_c = 20.0  # what a cold filament is at, as last measured
         self.resistance = RATED_LAMP_V**2 / config.power_w  # filament, hot
         self.led_current_a = config.power_w / RATED_LAMP_V
         self.conductance = 0.0  # siemens drawn by a filament (0 for LEDs and dead circuits)
@@ -120,7 +126,10 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
                 return self.constant_current_a * headroom
             return 0.0
         hot = supply_v * self.conductance
-        return hot if after_s is None else hot * filament_inrush(after_s, self.cold_ratio)
+        if after_s is None:
+            return hot
+        cold = self.cold_ratio * (1.0 + TUNGSTEN_ALPHA_PER_K * (self.ambient_c - 20.0))
+        return hot * filament_inrush(after_s, cold)
 
     def draw(self, inputs: DriverInputs) -> Draw:
         if self.function in inputs.lamps_on and self.feed.live:  # a blown fuse: nothing
@@ -141,6 +150,7 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         bus_v = car.bus.voltage_v
         on = self.function in car.inputs.lamps_on
         after = self._sampled_after(car, on)
+        self.ambient_c = car.inputs.ambient_c  # a cold filament is at the air's temperature
         duty = self.pwm_duty if on else 1.0
         # A PWM output is sampled at a random phase: on with probability duty.
         output_on = duty >= 1.0 or noise.rng.random() < duty
