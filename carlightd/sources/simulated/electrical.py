@@ -17,6 +17,13 @@ the README's "The simulated car"):
   regulator holds the bus at the set-point the engine computer commands (smart charging,
   12.8-15.0 V, `parts/alternator.py`) while it has current to spare.
 - starter: while it cranks, one resistance across the bus (`car.py`, `STARTER_OHM`).
+- fuses and ground points: in series with the lamps they name (`wiring.Feed`, asked by each lamp
+  for its draw and its measurement). A blown fuse opens its lamps' circuits: they draw nothing. A
+  corroded ground adds its resistance R_g in series with each lamp it serves, so a filament of
+  conductance g draws g/(1 + g·R_g) — still linear, so the balance stays exact; an LED driver's
+  current is left as it is here (its drop across R_g, a volt or two at a few hundred
+  milliamperes, only matters near its regulation limit, which the lamp's own measurement
+  models). Each lamp is worked out as if alone on its ground point.
 """
 
 from __future__ import annotations
