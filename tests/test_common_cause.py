@@ -225,6 +225,12 @@ def test_fuses_and_grounds_must_name_lamps() -> None:
         FuseConfig(kind="fuse", id="f", rating_a=0.5, feeds=["a"])
     with pytest.raises(ValidationError):
         GroundConfig(kind="ground", id="g", serves=[])
+    for twice in (
+        lambda: FuseConfig(kind="fuse", id="f", rating_a=15, feeds=["a", "b", "a"]),
+        lambda: GroundConfig(kind="ground", id="g", serves=["a", "a"]),
+    ):
+        with pytest.raises(ValidationError, match="lists 'a' twice"):
+            twice()
 
 
 # --- common-cause isolation on the workbench ---------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind, Reading
 from carlightd.core.kinds.spec import Identifier, KindSpec, PartConfig
@@ -52,6 +52,11 @@ class FuseConfig(PartConfig):
     rating_a: float = Field(ge=FUSE_RATING_A[0], le=FUSE_RATING_A[1])
     feeds: list[Identifier] = Field(min_length=1)
 
+    @field_validator("feeds")
+    @classmethod
+    def _each_lamp_once(cls, feeds: list[str]) -> list[str]:
+        return named_once(feeds)
+
 
 # Not frozen: one is built for every part on every cycle.
 @dataclass(slots=True)
@@ -62,6 +67,18 @@ class FuseReading(Reading):
 
 
 FAILURES = ("blown",)
+
+
+def named_once(ids: list[str]) -> list[str]:
+    """`ids` if no id is listed twice (a lamp fed twice by one fuse is a typing slip)."""
+    seen: set[str] = set()
+    for part_id in ids:
+        if part_id in seen:
+            raise ValueError(f"lists {part_id!r} twice")
+        seen.add(part_id)
+    return ids
+
+
 _JUDGED = {Verdict.PASSED, Verdict.FAILED}
 
 

@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from carlightd.core.domain import Ignition, Kind, Reading
-from carlightd.core.kinds.fuse import lamp_evidence
+from carlightd.core.kinds.fuse import lamp_evidence, named_once
 from carlightd.core.kinds.lamp import LampTest
 from carlightd.core.kinds.spec import Identifier, KindSpec, PartConfig
 from carlightd.core.selftests import (
@@ -51,6 +51,11 @@ GROUND_MIN_EVIDENCE = 2  # filament lamps judged in the same cycle before the gr
 class GroundConfig(PartConfig):
     kind: Literal["ground"]
     serves: list[Identifier] = Field(min_length=1)
+
+    @field_validator("serves")
+    @classmethod
+    def _each_lamp_once(cls, serves: list[str]) -> list[str]:
+        return named_once(serves)
 
 
 # Not frozen: one is built for every part on every cycle.
