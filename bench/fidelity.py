@@ -10,11 +10,12 @@ and writes bench/fidelity.json. No broker, no loop: the pure core on the workben
    charge really fell below the specification's flat level (counted apart, as true alarms).
 2. Is every failure found and blamed on the right part? Every failure of every part (each kind's
    failures from the `KINDS` registry: a new kind is covered without a line here), injected alone
-   on randomized drives with the engine running and with the key on and the engine stopped; and a
-   seeded set of double failures (plus the interactions worth a look, picked from the wiring) with
-   the engine running. Each is checked against `bench/fidelity_spec.py`, a specification written
-   from the wiring and workshop common sense, not from the diagnoser: the exact root set, the
-   consequences, and nothing else raised, not even pending.
+   on randomized drives (their conditions drawn as above) with the engine running (the key turned
+   on, the engine started, a random warm-up, then the failure) and with the key on and the engine
+   stopped; and a seeded set of double failures (plus the interactions worth a look, picked from
+   the wiring) with the engine running. Each is checked against `bench/fidelity_spec.py`, a
+   specification written from the wiring and workshop common sense, not from the diagnoser: the
+   exact root set, the consequences, and nothing else raised, not even pending.
 
 Work is spread over processes by seed (`--jobs`, default: every core); the figures depend only
 on the seeds, never on the order the work finishes in.
@@ -189,6 +190,7 @@ def healthy_drive(seed: int, cycles: int) -> dict[str, Any]:
 # --- 2. failures ---------------------------------------------------------------------------------
 
 Injected = tuple[tuple[str, str], ...]
+START_AT_CYCLE = 2  # a failure case's engine is started this many cycles after the key is on
 
 
 @dataclass(frozen=True)
@@ -201,22 +203,24 @@ class Case:
     window: int
 
 
-def single_cases(seeds: int, window: int) -> list[Case]:
+def single_cases(
+    seeds: int, window: int, ignitions: tuple[Ignition, ...], warmup_max: int = 60
+) -> list[Case]:
     """Every failure of every part, alone, with the engine running and with it stopped."""
     wiring = Wiring.of(_settings().components)
     cases: list[Case] = []
     for part, kind in wiring.kinds.items():
         for failure in FAILURES[Kind(kind)]:
-            for ignition in (Ignition.RUN, Ignition.ON):
+            for ignition in ignitions:
                 for index in range(seeds):
                     seed = 1000 + len(cases)
-                    warmup = random.Random(f"fidelity:warmup:{seed}").randint(5, 60)
+                    warmup = random.Random(f"fidelity:warmup:{seed}").randint(10, warmup_max)
                     cases.append(Case("single", seed, ((part, failure),), ignition, warmup, window))
                     del index
     return cases
 
 
-def double_cases(count: int, window: int, seed: int = 2026) -> list[Case]:
+def double_cases(count: int, window: int, warmup_max: int = 60, seed: int = 2026) -> list[Case]:
     """A seeded set of pairs of failures of two parts, plus the pairs worth a look whatever the
     seed gives: a dead controller with a lamp; a charging failure with a battery one; a blown fuse
     with a bulb out behind it and behind another fuse; a corroded ground with a lamp it serves
@@ -265,16 +269,20 @@ def double_cases(count: int, window: int, seed: int = 2026) -> list[Case]:
     cases = []
     for index, pair in enumerate(pairs):
         case_seed = 5000 + index
-        warmup = random.Random(f"fidelity:warmup:{case_seed}").randint(5, 60)
+        warmup = random.Random(f"fidelity:warmup:{case_seed}").randint(10, warmup_max)
         cases.append(Case("double", case_seed, pair, Ignition.RUN, warmup, window))
     return cases
 
 
 def run_case(case: Case) -> dict[str, Any]:
     conditions = Conditions.draw(case.seed, case.name)
-    bench, _ = _bench(conditions, case.ignition)
+    # The key is turned on; for a running engine it is then turned to start (cranking where the
+    # car models it) a few seconds later, and the failure appears after the warm-up.
+    bench, _ = _bench(conditions, Ignition.ON)
     early: list[str] = []
-    for _ in range(case.warmup):
+    for cycle in range(case.warmup):
+        if cycle == START_AT_CYCLE and case.ignition is Ignition.RUN:
+            bench.car.set_ignition(Ignition.RUN)
         report = bench.cycle()
         early += [f"{f.component} {f.failure} {f.status}" for f in report.faults]
     for part, failure in case.injected:
@@ -383,11 +391,13 @@ def run(
     doubles: int,
     window: int,
     jobs: int,
+    ignitions: tuple[Ignition, ...] = (Ignition.RUN, Ignition.ON),
+    warmup_max: int = 60,
     progress: bool = True,
 ) -> dict[str, Any]:
     started = time.monotonic()
-    singles = single_cases(single_seeds, window)
-    pairs = double_cases(doubles, window)
+    singles = single_cases(single_seeds, window, ignitions, warmup_max)
+    pairs = double_cases(doubles, window, warmup_max)
     tasks = [Task("healthy", seed=seed, cycles=cycles) for seed in range(1, drives + 1)]
     tasks += [Task("case", case=case) for case in singles + pairs]
     healthy: list[dict[str, Any]] = []
@@ -422,6 +432,8 @@ def run(
         "single_seeds_per_failure": single_seeds,
         "random_doubles": doubles,
         "window_cycles": window,
+        "warmup_cycles": [10, warmup_max],
+        "single_ignitions": [str(ignition) for ignition in ignitions],
         "temperature_c": list(TEMPERATURE_C),
         "initial_soc": list(INITIAL_SOC),
         "noise": list(NOISE),
