@@ -256,6 +256,26 @@ def test_lamps_dim_behind_a_corroded_ground_are_its_consequences(profile: str) -
     assert report.components["ground_front"].dtc == "B1221"
 
 
+@pytest.mark.parametrize("ground", ["ground_front", "ground_rear"])
+@pytest.mark.parametrize("ignition", [Ignition.RUN, Ignition.ON])
+def test_a_corroded_ground_is_found_by_day_from_the_test_pulses(
+    ground: str, ignition: Ignition
+) -> None:
+    bench = Bench(seed=3, ignition=ignition, profile="drive")
+    bench.run(160)  # the drive profile's daytime: every filament is off and pulse-tested
+    assert not bench.car.inputs.lamps_on & {"headlamp", "high_beam"}
+    bench.car.inject(ground, "high_resistance")
+    bench.run(CONFIRM + 3)
+    report = bench.run(1)
+    assert report.root_causes() == {ground: "high_resistance"}
+    found = {f.component: f.consequence_of for f in report.faults if f.consequence_of}
+    assert found == dict.fromkeys(filaments_of(ground), ground)
+    # No fuse mistakes the dim pulses for dark circuits.
+    assert all(
+        report.components[part].status == "ok" for part in COMPONENTS if part.startswith("fuse")
+    )
+
+
 @pytest.mark.parametrize(
     ("lamp", "failure"),
     [

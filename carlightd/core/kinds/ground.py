@@ -8,12 +8,15 @@ A body controller cannot measure a ground point. A corroded or loose one adds re
 with every lamp it serves, so each filament draws less than its calibration expects at the
 measured supply, while an LED driver regulates its current through it. Its test (`judge`, run
 after every lamp's test) therefore takes as evidence only the filament lamps it serves whose test
-judged `degraded` this cycle (a hot filament passed or read dim; a cold one in its inrush window,
-a pulse test or the first sample after switch-on, is judged for an open circuit only):
+judged `degraded` this cycle: a lit filament, or an off one's test pulse judged against the lamp
+test's cold-bulb calibration; a sample the lamp test judges for an open circuit only (the first
+one after switch-on, in the inrush window) is none. Every lamp is on or pulsed, so a ground is
+judged day and night:
 - `high_resistance` when at least 2 of them were judged and every one read `degraded`;
 - passed as soon as one of them passed;
 - not run otherwise: fewer than 2 judged (one dim lamp alone is that lamp; an open or shorted
-  bulb, a cold filament, a broken sense are no evidence of a ground), ignition off, no reading.
+  bulb, an inrush-window sample, a broken sense are no evidence of a ground), ignition off, no
+  reading.
 Calibration: the minimum of 2 lamps (`GROUND_MIN_EVIDENCE`), and the assumption that a ground
 worth reporting (a few ohms) takes every filament of 16 W or more below the lamp test's
 `degraded` ratio (0.8) and none below its `open_circuit` ratio — true for the default car's
@@ -98,7 +101,7 @@ class GroundTest:
             for part_id in self.serves
             if isinstance(test := tests.get(part_id), LampTest) and not test.is_led
         )
-        # A cold filament's sample (inrush) is judged for an open circuit only: no evidence here.
+        # A sample judged for an open circuit only (inrush window) is no evidence here.
         evidence = {
             part_id: result
             for part_id, result in lamp_evidence(filaments, results).items()
