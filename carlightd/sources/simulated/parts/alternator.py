@@ -17,10 +17,10 @@ LIN, as modern cars do to save fuel and keep the battery in its best charge wind
 - low, `SMART_LOW_V` (12.8 V, about the open-circuit voltage of a full battery: it barely
   charges, so the alternator's torque is saved) once the charge is at least `LOW_FROM_SOC` (95 %);
 - otherwise the configured set-point;
-- temperature compensated around 25 °C by `COMPENSATION_V_PER_K_CELL` (-4 mV/K per cell, x 6
-  cells: -24 mV/K), the middle of the -3 to -5 mV/K per cell lead-acid manufacturers give for
-  charging voltage (e.g. Yuasa and Exide VRLA/flooded charging notes, IEEE 1188's float
-  compensation), then held within `SMART_RANGE_V` (12.8-15.0 V).
+- temperature compensated around 25 °C by `COMPENSATION_V_PER_K_CELL` (-3 mV/K per cell, x 6
+  cells: -18 mV/K): "the charge temperature coefficient of a lead acid cell is -3 mV/°C",
+  25 °C the midpoint (Battery University, BU-403 "Charging Lead Acid"; makers give -3 to
+  -5 mV/K per cell), then held within `SMART_RANGE_V` (12.8-15.0 V).
 The regulator's failures act on the commanded set-point (drifted low by 1.2 V, or the field full
 on, +1.6 V); the set-point it reports (`setpoint_v`) is the commanded one.
 """
@@ -41,7 +41,7 @@ BOOST_AFTER_START_S = 120.0
 BOOST_BELOW_SOC = 0.80
 LOW_FROM_SOC = 0.95
 COMPENSATION_REFERENCE_C = 25.0
-COMPENSATION_V_PER_K_CELL = -0.004
+COMPENSATION_V_PER_K_CELL = -0.003
 CELLS = 6
 IDLE_OUTPUT_FRACTION = 0.45
 MIN_TURNING_RPM = 400.0

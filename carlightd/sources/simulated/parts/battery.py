@@ -16,9 +16,9 @@ Temperature (the battery follows the ambient with a thermal time constant `THERM
 a 15-20 kg block warms and cools slowly): its internal resistance is the configured one at 20 °C
 times `1 + RESISTANCE_PER_K * (20 - T)` (about +2.5 %/K in the cold, so about 2x at -20 °C, the
 rise behind cold-cranking ratings at -18 °C, EN 50342-1; held at 0.85x or more when hot); its
-usable capacity is `1 - CAPACITY_PER_K * (20 - T)` of the rated one (about -0.8 %/K: some 70 % at
--20 °C, as lead-acid capacity-versus-temperature curves show, e.g. Battery University BU-502),
-held within 50-105 %.
+usable capacity is `1 - CAPACITY_PER_K * (20 - T)` of the rated one (about -0.8 %/K: 84 % at 0 °C,
+as Discover Energy's capacity-versus-temperature table gives for discharges over an hour, -16 %
+at 0 °C against 25 °C; some 70 % at -20 °C), held within 50-105 %.
 
 The intelligent battery sensor's test pulse (the alternator's field off for a moment and a 30 A
 load, `BATTERY_TEST_PULSE_A`) is not run every second while parked: every `PULSE_PARKED_S`
@@ -33,8 +33,10 @@ When that estimate leaves the last pulse's open-circuit voltage by more than `PU
 (a failure between pulses), the sensor pulses at once.
 
 Starting (`can_crank`): the engine catches only if the battery holds at least `CRANK_MIN_V`
-(7.5 V) under the starter, the lowest starting voltage of ISO 16750-2's severe profiles (below
-about 7-8 V solenoids drop out and engine computers reset), and is charged to at least
+(7.5 V) under the starter, about the lowest starting voltage of ISO 16750-2's severe profiles and
+of a cold-cranking test (a battery's CCA rating asks 7.2 V held for 30 s at -18 °C, GM service
+information "Battery Rating And Current Test"; below that solenoids drop out and engine computers
+reset), and is charged to at least
 `CRANK_MIN_SOC` (20 %, about 12.1 V at rest): a lead-acid battery below that cannot sustain
 hundreds of amperes, whatever its rest voltage (this model's linear resistance does not show the
 collapse, so the threshold stands for it). Below, the starter turns, the engine does not start.
