@@ -110,8 +110,8 @@ def test_a_corroded_ground_adds_its_resistance_in_series_with_each_lamp() -> Non
     dim = bench.car.measure("headlamp_left")
     assert isinstance(healthy, LampReading)
     assert isinstance(dim, LampReading)
-    # I = V / (R_lamp + R_ground), at the bus voltage the controller measures.
-    expected = dim.supply_v / (1.0 / lamp.conductance + HIGH_RESISTANCE_OHM)
+    # I = V / (R_lamp + R_ground), at the bus voltage the controller measures, as its sense reads.
+    expected = lamp.sense_gain * dim.supply_v / (1.0 / lamp.conductance + HIGH_RESISTANCE_OHM)
     assert dim.current_a == pytest.approx(expected, rel=1e-6)
     assert dim.current_a < 0.5 * healthy.current_a
     # The rear ground is sound: the tail LED draws as before.

@@ -96,13 +96,13 @@ def test_lamp_ratios_have_bands() -> None:
         reading = LampReading(True, False, 13.2, 4.1667 * ratio, False)
         return test.assess(reading, Ignition.RUN).failure
 
-    assert [at(r) for r in (0.81, 0.79, 0.83, 0.86, 0.81)] == [
-        None,
-        "degraded",
-        "degraded",
-        None,
-        None,
-    ]
+    assert [at(r) for r in (0.83, 0.71, 0.75, 0.83)] == [None, "degraded", "degraded", None]
+    # Between 0.72 and 0.82 a sense's gain error cannot tell dim from healthy: `degraded` holds.
+    for ratio in (0.73, 0.81):
+        held = test.assess(LampReading(True, False, 13.2, 4.1667 * ratio, False), Ignition.RUN)
+        assert held.failure is None
+        assert not held.judges("degraded")
+        assert held.judges("open_circuit")
     assert [at(r) for r in (1.59, 1.61, 1.57, 1.54)] == [
         None,
         "short_circuit",

@@ -19,9 +19,12 @@ judged day and night:
   reading.
 Calibration: the minimum of 2 lamps (`GROUND_MIN_EVIDENCE`), and the assumption that a ground
 worth reporting (a few ohms) takes every filament of 16 W or more below the lamp test's
-`degraded` ratio (0.8) and none below its `open_circuit` ratio — true for the default car's
-bulbs (README, The simulated car). A ground so bad that its lamps read open is not told from open
-circuits; two bulbs turning dim in the same cycle behind one ground would be read as the ground.
+`degraded` ratio (0.72) and none below its `open_circuit` ratio — true for the default car's
+bulbs through a nominal sense (README, The simulated car); through a sense reading 15 % high a lit
+16 W or 21 W bulb reads up to 0.82, which the lamp test leaves unjudged for `degraded` (between
+its bands), so it is no evidence either way and its cold pulses find the ground. A ground so bad
+that its lamps read open is not told from open circuits; two bulbs turning dim in the same cycle
+behind one ground would be read as the ground.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ flag, a separate status line, still reports a short.
 A real lamp, not a nominal one (DESIGN §2; README, The simulated car):
 - Part-to-part spread: each lamp draws its nominal power times a factor drawn once, uniformly
   within ±`POWER_SPREAD` (5 %), from its own seeded stream when the car is built.
+- Current-sense gain spread: a smart high-side driver reports its load current as a sense current
+  through a ratio kILIS whose part-to-part tolerance is large (Infineon's PROFET+ BTS5045-2EKA
+  datasheet: kILIS tolerance about ±10 % at nominal load, wider at low load; the BTS7008-2EPA
+  similar). Each lamp's sense reads its true current times a gain drawn once, uniformly within
+  ±`SENSE_GAIN_SPREAD` (15 %), from the same per-part seeded stream after the power spread (so
+  the power spread and filament draws of a seed are unchanged). It scales only what the sense
+  reads: the lamp draws, and the bus sees, its true current.
 - Cold filament inrush: a tungsten filament's resistance rises from about a tenth of its hot value
   (each bulb's own at 20 °C, drawn once within 9-11 %, times 1 + alpha·(ambient - 20 °C) with
   tungsten's temperature coefficient alpha = 0.0045/K, as tabulated e.g. in Wikipedia's "Electrical
@@ -53,6 +60,7 @@ from carlightd.sources.simulated.wiring import DIRECT, Feed
 SHORT_CIRCUIT_LIMIT_A = 24.0  # the high-side driver's current limit before it trips
 SENSE_FULL_SCALE_A = 25.0  # the current sense saturates here (a broken one reads beyond it)
 POWER_SPREAD = 0.05  # each lamp within ±5 % of its nominal power
+SENSE_GAIN_SPREAD = 0.15  # each lamp's current sense reads within ±15 % of its true current
 FILAMENT_COLD_RATIO = (0.09, 0.11)  # cold resistance / hot resistance at 20 °C, per bulb
 TUNGSTEN_ALPHA_PER_K = 0.0045  # tungsten's temperature coefficient of resistance near 20 °C
 FILAMENT_TAU_S = 0.010  # the filament's heating time constant
@@ -81,6 +89,7 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         self.pwm_duty = config.pwm_duty
         self.spread = 1.0  # its power / nominal power (`manufacture`)
         self.cold_ratio = 0.1  # its filament's cold / hot resistance at 20 °C (`manufacture`)
+        self.sense_gain = 1.0  # what its current sense reads / its true current (`manufacture`)
         self.ambient_c = 20.0  # what a cold filament is at, as last measured
         self.resistance = RATED_LAMP_V**2 / config.power_w  # filament, hot
         self.led_current_a = config.power_w / RATED_LAMP_V
@@ -93,6 +102,8 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
     def manufacture(self, rng: random.Random) -> None:
         self.set_spread(1.0 + rng.uniform(-POWER_SPREAD, POWER_SPREAD))
         self.cold_ratio = rng.uniform(*FILAMENT_COLD_RATIO)
+        # Drawn last, so the draws above stay what they were for a seed.
+        self.sense_gain = 1.0 + rng.uniform(-SENSE_GAIN_SPREAD, SENSE_GAIN_SPREAD)
 
     def set_spread(self, spread: float) -> None:
         """This lamp's power is `spread` x nominal (tests pick the extremes)."""
@@ -162,7 +173,8 @@ class Lamp(SimulatedPart[LampConfig, LampReading]):
         current = (
             self.feed.current(lambda v: self.current_at(v, after), bus_v) if output_on else 0.0
         )
-        sensed = min(noise.current(current), SENSE_FULL_SCALE_A)
+        # The sense's gain error scales what it reads, not what the lamp draws.
+        sensed = min(noise.current(current * self.sense_gain), SENSE_FULL_SCALE_A)
         return LampReading(on, not on, noise.voltage(bus_v), sensed, False, after, duty, output_on)
 
     def broken(self, true: LampReading, pattern: str, noise: Noise) -> LampReading:
