@@ -133,6 +133,23 @@ class CommonCauseTest(SelfTest, Protocol):
     ) -> SelfTestResult: ...
 
 
+def assess_before_judging(
+    reading: ReadOutcome, ignition: Ignition, reading_type: type[Reading], pending: SelfTestResult
+) -> SelfTestResult:
+    """What a common-cause test makes of its own reading: nothing to judge with the key off or
+    without an answer; else `pending` (not run yet), which its `judge` then replaces."""
+    if ignition is Ignition.OFF:
+        return IGNITION_OFF
+    if not isinstance(reading, reading_type):
+        return NO_ANSWER
+    return pending
+
+
+def cannot_judge(own: SelfTestResult) -> bool:
+    """`assess` already found there is nothing to judge from (key off, no answer)."""
+    return own is IGNITION_OFF or own is NO_ANSWER
+
+
 def common_cause_tests(tests: Mapping[str, SelfTest]) -> dict[str, CommonCauseTest]:
     """The tests that judge from other parts' results, to run after all the others."""
     return {part_id: test for part_id, test in tests.items() if isinstance(test, CommonCauseTest)}

@@ -30,13 +30,13 @@ from pydantic import Field, field_validator
 from carlightd.core.domain import SENSOR_FAULT, Ignition, Kind, Reading
 from carlightd.core.kinds.spec import Identifier, KindSpec, PartConfig
 from carlightd.core.selftests import (
-    IGNITION_OFF,
-    NO_ANSWER,
     PASSED,
     ReadOutcome,
     SelfTest,
     SelfTestResult,
     Verdict,
+    assess_before_judging,
+    cannot_judge,
     fail,
     not_run,
 )
@@ -96,6 +96,9 @@ def lamp_evidence(
     }
 
 
+_JUDGED_FROM_LAMPS = not_run("judged from the lamps it feeds")  # `judge` decides
+
+
 class FuseTest:
     """Fuse: judged from the lamps it feeds (module docstring)."""
 
@@ -105,11 +108,7 @@ class FuseTest:
         self.feeds = tuple(config.feeds)
 
     def assess(self, reading: ReadOutcome, ignition: Ignition) -> SelfTestResult:
-        if ignition is Ignition.OFF:
-            return IGNITION_OFF
-        if not isinstance(reading, FuseReading):
-            return NO_ANSWER
-        return not_run("judged from the lamps it feeds")  # `judge` decides
+        return assess_before_judging(reading, ignition, FuseReading, _JUDGED_FROM_LAMPS)
 
     def judge(
         self,
@@ -117,7 +116,7 @@ class FuseTest:
         results: Mapping[str, SelfTestResult],
         tests: Mapping[str, SelfTest],
     ) -> SelfTestResult:
-        if own is IGNITION_OFF or own is NO_ANSWER:
+        if cannot_judge(own):
             return own
         evidence = lamp_evidence(self.feeds, results)
         if any(result.failure != "open_circuit" for result in evidence.values()):

@@ -40,13 +40,13 @@ from carlightd.core.kinds.fuse import lamp_evidence, named_once
 from carlightd.core.kinds.lamp import LampTest
 from carlightd.core.kinds.spec import Identifier, KindSpec, PartConfig
 from carlightd.core.selftests import (
-    IGNITION_OFF,
-    NO_ANSWER,
     PASSED,
     ReadOutcome,
     SelfTest,
     SelfTestResult,
     Verdict,
+    assess_before_judging,
+    cannot_judge,
     fail,
     not_run,
 )
@@ -76,6 +76,9 @@ class GroundReading(Reading):
 FAILURES = ("high_resistance",)
 
 
+_JUDGED_FROM_LAMPS = not_run("judged from the lamps it serves")  # `judge` decides
+
+
 class GroundTest:
     """Ground point: judged from the filament lamps it serves (module docstring)."""
 
@@ -85,11 +88,7 @@ class GroundTest:
         self.serves = tuple(config.serves)
 
     def assess(self, reading: ReadOutcome, ignition: Ignition) -> SelfTestResult:
-        if ignition is Ignition.OFF:
-            return IGNITION_OFF
-        if not isinstance(reading, GroundReading):
-            return NO_ANSWER
-        return not_run("judged from the lamps it serves")  # `judge` decides
+        return assess_before_judging(reading, ignition, GroundReading, _JUDGED_FROM_LAMPS)
 
     def judge(
         self,
@@ -97,7 +96,7 @@ class GroundTest:
         results: Mapping[str, SelfTestResult],
         tests: Mapping[str, SelfTest],
     ) -> SelfTestResult:
-        if own is IGNITION_OFF or own is NO_ANSWER:
+        if cannot_judge(own):
             return own
         filaments = tuple(
             part_id
