@@ -133,16 +133,7 @@ def _entry(d: _StoredDtc) -> DtcEntry:
         d.last_failed,
         occurrences=d.occurrences,
         aging_counter=d.aging_counter,
-        freeze_frame=None
-        if frame is None
-        else FreezeFrame(
-            frame.at,
-            frame.ignition,
-            frame.engine_rpm,
-            frame.bus_v,
-            frame.battery_soc_percent,
-            frame.temperature_c,
-        ),
+        freeze_frame=None if frame is None else FreezeFrame(**frame.model_dump()),
         failed_last_test=d.failed_last_test,
         failed_this_operation_cycle=d.failed_this_operation_cycle,
         tested_this_operation_cycle=d.tested_this_operation_cycle,
