@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from carlightd.app.daemon import Service
+from carlightd.contract.payloads import MAX_BROKER_SEQ
 from carlightd.outputs.mqtt.commands import MAX_NESTING, parse_request
 from carlightd.outputs.mqtt.inbox import MAX_TOPIC_BYTES
 from tests.conftest import running, service_settings, wait_until
@@ -266,3 +267,28 @@ async def test_a_status_flood_is_not_a_log_flood(broker: tuple[str, int], tmp_pa
             await client.publish(status_topic, b"", qos=1, retain=True)
     lines = [e for e in logs if e["event"] in ("status_not_ours", "second_daemon_for_vehicle")]
     assert 0 < len(lines) <= 2 * 20  # at most 20 per summary interval
+
+
+async def test_its_own_status_is_never_taken_for_a_forgery(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    """A mark at the belief bound is followed; the daemon's own statuses past it, echoed back to
+    it, are its own word, not a forgery to warn about."""
+    service = _service(broker, tmp_path)
+    status_topic = service.publisher.topics.status
+    async with aiomqtt.Client(*broker) as client:
+        await client.publish(
+            status_topic, _status(last_event_seq=MAX_BROKER_SEQ), qos=1, retain=True
+        )
+    try:
+        with capture_logs() as logs:
+            async with running(service):
+                await wait_until(lambda: service.publisher.connected)
+                assert await _first_event_seq(service, broker) == MAX_BROKER_SEQ + 1
+                await wait_until(lambda: len(service.publisher.outbox) == 0)
+                cycles = service.daemon.diagnoser.cycle
+                await wait_until(lambda: service.daemon.diagnoser.cycle >= cycles + 3)
+        assert not [e for e in logs if e["event"] == "status_not_ours"]
+    finally:
+        async with aiomqtt.Client(*broker) as client:
+            await client.publish(status_topic, b"", qos=1, retain=True)

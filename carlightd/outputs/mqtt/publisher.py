@@ -653,6 +653,8 @@ class Publisher:
                 problem = f"{where}: {first['msg']} ({error.error_count()} problems)"
         if status is not None and status.vehicle != self.vehicle:
             problem = f"it is vehicle {status.vehicle[:64]!r}'s"
+        elif status is not None and status.instance == self.instance:
+            return  # our own, echoed: nothing to learn (its seq may be past the belief bound)
         if status is not None and status.last_event_seq > MAX_BROKER_SEQ:
             problem = f"last_event_seq {status.last_event_seq} is beyond belief"
         if problem is not None or status is None:
@@ -662,19 +664,19 @@ class Publisher:
                 self._seq_synced = True
                 self.on_broker_seq(0)
             return
-        if status.instance != self.instance:
-            if not retained:  # live: another daemon has just connected under our client id
-                self._foreign_instance = status.instance
-                if not self._message_log.allow():
-                    return
-                log.error(
-                    "second_daemon_for_vehicle",
-                    vehicle=self.vehicle,
-                    other_instance=printable(status.instance[:200]),
-                    this_instance=self.instance,
-                )
-            elif status.updated_at > self.started_at:
-                self._foreign_instance = status.instance  # running since we started
+        # Another daemon's (or an earlier run's) status.
+        if not retained:  # live: another daemon has just connected under our client id
+            self._foreign_instance = status.instance
+            if not self._message_log.allow():
+                return
+            log.error(
+                "second_daemon_for_vehicle",
+                vehicle=self.vehicle,
+                other_instance=printable(status.instance[:200]),
+                this_instance=self.instance,
+            )
+        elif status.updated_at > self.started_at:
+            self._foreign_instance = status.instance  # running since we started
         if retained and not self._seq_synced:
             self._seq_synced = True
             self.on_broker_seq(status.last_event_seq)
