@@ -47,6 +47,8 @@ async def test_client_commands(daemon_env: Service, capfd: pytest.CaptureFixture
         async with asyncio.timeout(10):
             while not any(f.status == "confirmed" for f in _faults(service)):
                 await asyncio.sleep(0.05)
+        # The broker must hold the confirmed list before the client reads it back.
+        await wait_until(lambda: service.publisher.backlog == 0)
         assert await cli_main("faults") == 0
         out = capfd.readouterr().out
         assert "warning lamps: bulb" in out
