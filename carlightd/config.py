@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -184,8 +185,14 @@ class MQTTConfig(_Section):
         return None
 
 
+# ISO 3779: 17 characters, digits and capitals without I, O and Q (they read as 1 and 0).
+VIN_PATTERN = r"^[A-HJ-NPR-Z0-9]{17}$"
+
+
 class VehicleConfig(_Section):
     id: Identifier = "demo-car"
+    # What a scan tool reads (UDS 0xF190, OBD-II mode 09 PID 02).
+    vin: str = Field(default="CARLGHTD000000001", pattern=VIN_PATTERN)
     ignition: Ignition = Ignition.RUN
 
 
@@ -245,6 +252,52 @@ class HomeAssistantConfig(_Section):
     mode: Literal["device", "entity"] = "device"
 
 
+def _int_any_base(value: Any) -> Any:
+    """`0x7E0` from the environment is a number as it is in TOML."""
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""), 0)
+        except ValueError:
+            return value  # pydantic names the field and the problem
+    return value
+
+
+TCPPort = Annotated[int, Field(ge=0, le=65535, description="0: any free port (it is logged)")]
+CanId = Annotated[
+    int, BeforeValidator(_int_any_base), Field(ge=0, le=0x7FF, description="an 11-bit CAN id")
+]
+
+
+class ScanToolConfig(_Section):
+    """The scan-tool face (DESIGN §7): UDS over DoIP and ISO-TP, OBD-II through an ELM327."""
+
+    doip: bool = True
+    doip_host: str = Field(default="127.0.0.1", min_length=1)
+    doip_port: TCPPort = 13400
+    # The ECU's DoIP logical address; 0x0001-0x0DFF are the vehicle's own (ISO 13400-2 table 13).
+    logical_address: Annotated[int, BeforeValidator(_int_any_base)] = Field(
+        default=0x0740, ge=0x0001, le=0x0DFF
+    )
+    elm327: bool = True
+    elm327_host: str = Field(default="127.0.0.1", min_length=1)
+    elm327_port: TCPPort = 35000
+    elm327_pty: bool = False
+    isotp: bool = False
+    can_interface: str = Field(default="udp_multicast", min_length=1)
+    can_channel: str = Field(default="239.74.163.2", min_length=1)
+    request_id: CanId = 0x7E0
+    response_id: CanId = 0x7E8
+
+    @model_validator(mode="after")
+    def _distinct_can_ids(self) -> ScanToolConfig:
+        if self.request_id == self.response_id:
+            raise ValueError(
+                f"request_id and response_id must differ (both {self.request_id:#05x}): "
+                "the ECU would read its own answers"
+            )
+        return self
+
+
 def _component_union() -> Any:
     """Every kind's configuration model, told apart by `kind`, in the registry's order."""
     return Annotated[
@@ -274,6 +327,7 @@ class Settings(BaseSettings):
     simulation: SimulationConfig = SimulationConfig()
     commands: CommandsConfig = CommandsConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    scan_tool: ScanToolConfig = ScanToolConfig()
     components: list[ComponentConfig] = Field(min_length=1)
 
     @classmethod

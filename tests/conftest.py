@@ -35,6 +35,21 @@ def _logging_as_it_was() -> Iterator[None]:
     root.setLevel(level)
 
 
+SCAN_TOOL_SWITCHES = ("DOIP", "ELM327", "ELM327_PTY", "ISOTP")
+
+
+@pytest.fixture(autouse=True)
+def _scan_tool_off_unless_asked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every daemon a test starts, in this process or as a `carlightd` child, would otherwise
+    listen on the scan tool's fixed ports (13400, 35000), and two at once would fight over them.
+    Tests marked `scan_tool` choose their own (port 0: any free one)."""
+    if request.node.get_closest_marker("scan_tool") is None:
+        for switch in SCAN_TOOL_SWITCHES:
+            monkeypatch.setenv(f"CARLIGHTD_SCAN_TOOL__{switch}", "false")
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """The machine's broker at 127.0.0.1:1883, else a private Mosquitto, else the embedded broker

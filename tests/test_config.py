@@ -67,6 +67,13 @@ BAD_VALUES: list[tuple[tuple[str | int, ...], st.SearchStrategy[Any]]] = [
         finite.filter(lambda x: x > 2.0 or x < 0.0),
     ),
     (("simulation", "seed"), st.integers(max_value=-1)),
+    (("vehicle", "vin"), st.sampled_from(["", "CARLGHTD00000000", "CARLGHTD0000000I1", "x" * 17])),
+    (("scan_tool", "doip_port"), st.integers(max_value=-1) | st.integers(min_value=65536)),
+    (("scan_tool", "elm327_port"), st.text(min_size=1).filter(lambda s: not s.strip().isdigit())),
+    (("scan_tool", "logical_address"), st.integers(max_value=0) | st.integers(min_value=0xE00)),
+    (("scan_tool", "request_id"), st.integers(min_value=0x800, max_value=2**40)),
+    (("scan_tool", "response_id"), st.sampled_from(["0x7G8", "", "seven"])),
+    (("scan_tool", "doip"), st.sampled_from(["maybe", 2, [1]])),
     (("components", FIRST_LAMP, "power_w"), finite.filter(lambda x: x < 2.0)),
     (
         ("components", FIRST_LAMP, "technology"),
@@ -166,6 +173,19 @@ def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert loaded.vehicle.id == "car-42"
 
 
+def test_scan_tool_can_ids_from_the_environment_in_hex(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CARLIGHTD_SCAN_TOOL__REQUEST_ID", "0x7E1")
+    monkeypatch.setenv("CARLIGHTD_SCAN_TOOL__LOGICAL_ADDRESS", "0x0741")
+    loaded = config.load(write(tmp_path, DEFAULT))
+    assert (loaded.scan_tool.request_id, loaded.scan_tool.logical_address) == (0x7E1, 0x741)
+    # The ECU would read its own answers: refused, naming both.
+    monkeypatch.setenv("CARLIGHTD_SCAN_TOOL__RESPONSE_ID", "0x7e1")
+    assert cli.main(["check-config", "--config", str(write(tmp_path, DEFAULT))]) == 2
+    assert "request_id and response_id must differ (both 0x7e1)" in capsys.readouterr().err
+
+
 def test_bad_environment_value_is_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -255,6 +275,7 @@ def test_schema_prints_the_configuration_and_every_payload(
         "simulation",
         "commands",
         "homeassistant",
+        "scan_tool",
         "components",
     }
     assert "discriminator" in json.dumps(printed["config"])

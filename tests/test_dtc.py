@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from carlightd.core.domain import Kind
-from carlightd.core.dtc import CatalogueError, catalogue, parse_catalogue
+from carlightd.core.dtc import (
+    CatalogueError,
+    by_uds_code,
+    catalogue,
+    decode_j2012,
+    encode_j2012,
+    lookup,
+    parse_catalogue,
+)
 from carlightd.core.kinds import FAILURES
 
 
@@ -41,7 +49,52 @@ def test_standard_flag_matches_the_code_range() -> None:
 def test_a_catalogue_with_a_gap_is_refused() -> None:
     text = (
         '[[dtc]]\nkind = "controller"\nfailure = "no_response"\ncode = "U0140"\n'
-        'standard = true\ndescription = "x"\nlamps = []\n'
+        'failure_type = 0x87\nemission_related = false\nstandard = true\ndescription = "x"\n'
+        "lamps = []\n"
     )
     with pytest.raises(CatalogueError, match="no DTC for: lamp/open_circuit"):
         parse_catalogue(text)
+
+
+def test_an_unnamed_failure_type_is_refused() -> None:
+    text = (
+        '[[dtc]]\nkind = "controller"\nfailure = "no_response"\ncode = "U0140"\n'
+        'failure_type = 0x42\nemission_related = false\nstandard = true\ndescription = "x"\n'
+        "lamps = []\n"
+    )
+    with pytest.raises(CatalogueError, match="U0140: failure_type 0x42 is not in FAILURE_TYPES"):
+        parse_catalogue(text)
+
+
+@pytest.mark.parametrize(
+    ("code", "encoded"),
+    [
+        ("P0000", 0x0000),
+        ("P0562", 0x0562),
+        ("C0123", 0x4123),
+        ("B1200", 0x9200),
+        ("U0140", 0xC140),
+        ("U3FFF", 0xFFFF),
+        ("P2503", 0x2503),
+    ],
+)
+def test_j2012_two_byte_encoding(code: str, encoded: int) -> None:
+    # SAE J2012: two bits for the letter (P C B U), two for the first digit, then three hex digits.
+    assert encode_j2012(code) == encoded
+    assert decode_j2012(encoded) == code
+
+
+def test_every_entry_has_a_three_byte_dtc_that_finds_it_again() -> None:
+    entries = list(catalogue().values())
+    assert len({e.uds_code for e in entries}) == len(entries)
+    for entry in entries:
+        assert entry.uds_code >> 8 == encode_j2012(entry.code)
+        assert entry.uds_code & 0xFF == entry.failure_type
+        assert by_uds_code()[entry.uds_code] is entry
+    assert lookup(Kind.LAMP, "open_circuit").uds_code == 0x920013  # B1200, circuit open
+
+
+def test_only_powertrain_codes_reach_obd_modes_03_and_07() -> None:
+    # As on a real car: a generic OBD-II tool sees the P codes, the body codes stay UDS-only.
+    for entry in catalogue().values():
+        assert entry.emission_related == entry.code.startswith("P"), entry.code

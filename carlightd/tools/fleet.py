@@ -38,6 +38,10 @@ def vehicle_settings(base: Settings, index: int) -> Settings:
             ),
             # One device per car in Home Assistant would be a lot of cars: off for fleets.
             "homeassistant": base.homeassistant.model_copy(update={"discovery": False}),
+            # Every car would want the same scan-tool ports: a fleet is for the broker, off too.
+            "scan_tool": base.scan_tool.model_copy(
+                update={"doip": False, "elm327": False, "elm327_pty": False, "isotp": False}
+            ),
         }
     )
 
