@@ -28,9 +28,7 @@ class VehicleView:
     dtcs: tuple[StoredDtc, ...] = ()
     # None until the first cycle: values a scan tool asks for are then not available.
     telemetry: Telemetry | None = None
-    warning_lamps: Mapping[WarningLamp, bool] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    warning_lamps: Mapping[WarningLamp, bool] = field(default_factory=lambda: MappingProxyType({}))
     at: datetime | None = None
 
 
