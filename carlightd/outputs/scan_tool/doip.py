@@ -1,0 +1,583 @@
+"""UDS over DoIP (ISO 13400-2, protocol versions 2 (2012) and 3 (2019)): a DoIP node.
+
+- TCP_DATA on host:port: routing activation, diagnostic messages (acknowledged, then answered
+  by `handle`), alive check, entity status and power mode; every header or payload error is
+  answered with the standard's negative acknowledgement.
+- UDP on the same port: vehicle identification (plain, by EID, by VIN), entity status and power
+  mode, as doipclient's `get_entity` and `request_*` methods send them.
+
+Everything a client sends is bounded: the payload size, the number of sockets, the time to
+activate routing and the idle time after, and the time a reply may wait for a client that does
+not read. One connection is one task; a slow or hostile one never holds up another.
+
+The entity identifies itself with EID = GID = 02 43 4C 44 + the logical address (a locally
+administered MAC-style number, "CLD" for carlightd): it is the vehicle's only DoIP node, so its
+group is itself.
+
+doipclient's `messages` pack and parse the payloads. Its functions carry no annotations, so each
+call is marked `no-untyped-call`; the generic header is packed and checked here (its `Parser` is
+a client's: it neither bounds a payload nor reports a bad header).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from doipclient import messages as m
+
+from carlightd import logs
+from carlightd.outputs.scan_tool.view import VehicleView
+
+log = logs.get("carlightd.scan_tool.doip")
+
+Handle = Callable[[bytes], Awaitable[bytes | None]]
+
+HEADER = struct.Struct("!BBHL")  # version, inverse version, payload type, payload length
+PROTOCOL_VERSIONS = frozenset({0x02, 0x03})
+ANY_VERSION = 0xFF  # accepted in vehicle identification requests only
+OWN_VERSION = 0x02  # what we answer in when the request's version tells us nothing
+FUNCTIONAL_ADDRESS = 0xE400
+TESTER_ADDRESSES = range(0x0E00, 0x1000)
+DOIP_NODE = 0x01
+POWER_MODE_READY = 0x01
+EID_PREFIX = b"\x02CLD"
+SUPPORTED_ACTIVATIONS = frozenset({0x00, 0x01})  # default, WWH-OBD
+
+# Payload types (ISO 13400-2 table 17).
+GENERIC_NACK = 0x0000
+VEHICLE_ID = 0x0001
+VEHICLE_ID_BY_EID = 0x0002
+VEHICLE_ID_BY_VIN = 0x0003
+ANNOUNCEMENT = 0x0004
+ROUTING_ACTIVATION = 0x0005
+ALIVE_CHECK_REQUEST = 0x0007
+ALIVE_CHECK_RESPONSE = 0x0008
+ENTITY_STATUS = 0x4001
+POWER_MODE = 0x4003
+DIAGNOSTIC = 0x8001
+
+# Generic header NACK codes and what follows them.
+INCORRECT_PATTERN = m.GenericDoIPNegativeAcknowledge.NackCodes.IncorrectPatternFormat
+UNKNOWN_PAYLOAD_TYPE = m.GenericDoIPNegativeAcknowledge.NackCodes.UnknownPayloadType
+MESSAGE_TOO_LARGE = m.GenericDoIPNegativeAcknowledge.NackCodes.MessageTooLarge
+INVALID_PAYLOAD_LENGTH = m.GenericDoIPNegativeAcknowledge.NackCodes.InvalidPayloadLength
+Activation = m.RoutingActivationResponse.ResponseCode
+DiagnosticNack = m.DiagnosticMessageNegativeAcknowledgement.NackCodes
+
+# The payload lengths each request may have; a diagnostic message has SA, TA and >= 1 byte.
+TCP_LENGTHS: dict[int, frozenset[int]] = {
+    ROUTING_ACTIVATION: frozenset({7, 11}),
+    ALIVE_CHECK_REQUEST: frozenset({0}),
+    ALIVE_CHECK_RESPONSE: frozenset({2}),
+    ENTITY_STATUS: frozenset({0}),
+    POWER_MODE: frozenset({0}),
+}
+UDP_LENGTHS: dict[int, frozenset[int]] = {
+    VEHICLE_ID: frozenset({0}),
+    VEHICLE_ID_BY_EID: frozenset({6}),
+    VEHICLE_ID_BY_VIN: frozenset({17}),
+    ENTITY_STATUS: frozenset({0}),
+    POWER_MODE: frozenset({0}),
+}
+MIN_DIAGNOSTIC_LENGTH = 5
+# Never answered on UDP, not even with a NACK: two entities would NACK each other forever.
+UDP_SILENT = frozenset({GENERIC_NACK, ANNOUNCEMENT})
+DISCARD_CHUNK = 65536
+
+
+def generic_nack(code: int) -> m.DoIPMessage:
+    return m.GenericDoIPNegativeAcknowledge(code)  # type: ignore[no-untyped-call]
+
+
+def frame(version: int, message: m.DoIPMessage) -> bytes:
+    """One DoIP message with its generic header."""
+    packable: Any = message  # every concrete message has `pack`; the base class declares none
+    payload = bytes(packable.pack())
+    payload_type = m.payload_message_to_type[type(message)]
+    return HEADER.pack(version, version ^ 0xFF, payload_type, len(payload)) + payload
+
+
+def valid_pattern(version: int, inverse: int, *, vehicle_identification: bool = False) -> bool:
+    if inverse != version ^ 0xFF:
+        return False
+    return version in PROTOCOL_VERSIONS or (vehicle_identification and version == ANY_VERSION)
+
+
+class Tally:
+    """Counts what clients did wrong (or what the server had to do about them); logs the first
+    few of each kind and then each power of two, so a flood costs a handful of log lines."""
+
+    def __init__(self, first: int = 5) -> None:
+        self.counts: Counter[str] = Counter()
+        self._first = first
+
+    def note(self, event: str, **fields: object) -> None:
+        self.counts[event] += 1
+        count = self.counts[event]
+        if count <= self._first or count & (count - 1) == 0:
+            log.warning(event, count=count, **fields)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One TCP_DATA socket and the tester registered on it."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    opened_at: float
+    task: asyncio.Task[None] | None = None
+    source_address: int | None = None  # set by a successful routing activation
+    last_received: float = 0.0
+    alive: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+
+class DoipServer:
+    """A DoIP node serving one ECU's UDS server (`handle`) on TCP and UDP host:port."""
+
+    name = "doip"
+
+    def __init__(
+        self,
+        handle: Handle,
+        view: Callable[[], VehicleView],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 13400,
+        logical_address: int = 0x0740,
+        max_sockets: int = 8,
+        max_request_size: int = 4096,
+        max_payload: int = 8192,
+        initial_inactivity: float = 2.0,
+        general_inactivity: float = 300.0,
+        alive_check_timeout: float = 0.5,
+        send_timeout: float = 5.0,
+        udp_replies_per_second: int = 100,
+    ) -> None:
+        """`max_request_size` bounds a UDS request (larger: diagnostic NACK 0x04) and is
+        advertised in the entity status; `max_payload` bounds any DoIP payload (larger: generic
+        NACK 0x02, the payload skipped unread). `send_timeout` is how long a reply may wait for
+        a client that does not read before that client is dropped."""
+        self._handle = handle
+        self._view = view
+        self.host = host
+        self.port = port
+        self.logical_address = logical_address
+        self.eid = EID_PREFIX + logical_address.to_bytes(2, "big")
+        self.max_sockets = max_sockets
+        self.max_request_size = max_request_size
+        self.max_payload = max(max_payload, max_request_size + 4)
+        self.initial_inactivity = initial_inactivity
+        self.general_inactivity = general_inactivity
+        self.alive_check_timeout = alive_check_timeout
+        self.send_timeout = send_timeout
+        self.udp_replies_per_second = udp_replies_per_second
+        self.tally = Tally()
+        self._connections: set[Connection] = set()
+        self._tcp: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_window = (0.0, 0)  # second started, replies sent in it
+        self._closing = False
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        tcp = await asyncio.start_server(self._accept, self.host, self.port)
+        port = int(tcp.sockets[0].getsockname()[1])
+        try:
+            udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Discovery(self), local_addr=(self.host, port)
+            )
+        except BaseException:
+            tcp.close()
+            await tcp.wait_closed()
+            raise
+        self._tcp, self._udp, self.port = tcp, udp, port
+        self._closing = False
+        where = f"{self.host}:{port}"
+        log.info("doip_serving", where=where, logical_address=f"0x{self.logical_address:04X}")
+        return where
+
+    async def close(self) -> None:
+        tcp, udp = self._tcp, self._udp
+        self._tcp = self._udp = None
+        self._closing = True
+        if udp is not None:
+            udp.close()
+        if tcp is not None:
+            tcp.close()
+        tasks = []
+        for connection in list(self._connections):
+            self._drop(connection)
+            if connection.task is not None:
+                connection.task.cancel()
+                tasks.append(connection.task)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tcp is not None:
+            await tcp.wait_closed()
+            if self.tally.counts:
+                log.info("doip_closed", **dict(self.tally.counts))
+
+    # --- TCP_DATA -------------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.max_sockets or self._closing:
+            self.tally.note("doip_socket_refused", open=len(self._connections))
+            writer.transport.abort()
+            return
+        now = asyncio.get_running_loop().time()
+        connection = Connection(reader, writer, opened_at=now, last_received=now)
+        connection.task = asyncio.current_task()
+        self._connections.add(connection)
+        try:
+            await self._serve(connection)
+        except TimeoutError:  # before OSError, of which it is a subclass
+            self.tally.note(
+                "doip_inactivity_close", activated=connection.source_address is not None
+            )
+        except (asyncio.IncompleteReadError, OSError) as error:
+            if not connection.closed:
+                self.tally.note("doip_truncated_or_reset", error=type(error).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug here must cost one connection, never the server
+            self.tally.note("doip_connection_failed", error=repr(error), exc_info=True)
+        finally:
+            self._drop(connection)
+
+    async def _serve(self, connection: Connection) -> None:
+        while not connection.closed:
+            received = await self._receive(connection)
+            if received is None:
+                return
+            version, payload_type, payload = received
+            connection.last_received = asyncio.get_running_loop().time()
+            await self._dispatch(connection, version, payload_type, payload)
+
+    def _deadline(self, connection: Connection) -> float:
+        """Before routing activation the socket has `initial_inactivity` in all; after it,
+        `general_inactivity` from the last message."""
+        if connection.source_address is None:
+            start, allowed = connection.opened_at, self.initial_inactivity
+        else:
+            start, allowed = connection.last_received, self.general_inactivity
+        return start + allowed
+
+    async def _receive(self, connection: Connection) -> tuple[int, int, bytes] | None:
+        """The next well-formed message, None when the socket is to close; header errors are
+        answered here, and a payload that is not to be read is skipped."""
+        reader = connection.reader
+        while True:
+            async with asyncio.timeout_at(self._deadline(connection)):
+                header = await reader.read(HEADER.size)
+                if not header:
+                    return None  # the client closed between messages: fine
+                if len(header) < HEADER.size:
+                    header += await reader.readexactly(HEADER.size - len(header))
+                version, inverse, payload_type, length = HEADER.unpack(header)
+                if not valid_pattern(version, inverse):
+                    self.tally.note("doip_incorrect_pattern", header=header.hex())
+                    await self._nack_and_close(connection, OWN_VERSION, INCORRECT_PATTERN)
+                    return None
+                if payload_type not in TCP_LENGTHS and payload_type != DIAGNOSTIC:
+                    self.tally.note("doip_unknown_payload_type", payload_type=payload_type)
+                    await self._send(connection, version, generic_nack(UNKNOWN_PAYLOAD_TYPE))
+                    await self._discard(reader, length)
+                    continue
+                if length > self.max_payload:
+                    self.tally.note("doip_message_too_large", length=length)
+                    await self._send(connection, version, generic_nack(MESSAGE_TOO_LARGE))
+                    await self._discard(reader, length)
+                    continue
+                if not valid_length(payload_type, length, TCP_LENGTHS):
+                    self.tally.note(
+                        "doip_invalid_payload_length", payload_type=payload_type, length=length
+                    )
+                    await self._nack_and_close(connection, version, INVALID_PAYLOAD_LENGTH)
+                    return None
+                payload = await reader.readexactly(length)
+            return version, payload_type, payload
+
+    async def _discard(self, reader: asyncio.StreamReader, length: int) -> None:
+        while length > 0:
+            chunk = await reader.read(min(length, DISCARD_CHUNK))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", length)
+            length -= len(chunk)
+
+    async def _dispatch(
+        self, connection: Connection, version: int, payload_type: int, payload: bytes
+    ) -> None:
+        if payload_type == ROUTING_ACTIVATION:
+            await self._activate_routing(connection, version, payload)
+        elif payload_type == DIAGNOSTIC:
+            await self._diagnose(connection, version, payload)
+        elif payload_type == ALIVE_CHECK_REQUEST:
+            alive = m.AliveCheckResponse(self.logical_address)  # type: ignore[no-untyped-call]
+            await self._send(connection, version, alive)
+        elif payload_type == ALIVE_CHECK_RESPONSE:
+            connection.alive.set()
+        else:
+            reply = self._status_reply(payload_type)
+            if reply is not None:
+                await self._send(connection, version, reply)
+
+    async def _activate_routing(self, connection: Connection, version: int, payload: bytes) -> None:
+        request = m.RoutingActivationRequest.unpack(  # type: ignore[no-untyped-call]
+            payload, len(payload)
+        )
+        source: int = request.source_address
+        try:
+            activation_type = int(request.activation_type)
+        except ValueError:  # not a type the standard knows
+            activation_type = -1
+
+        async def answer(code: Activation) -> None:
+            response = m.RoutingActivationResponse(  # type: ignore[no-untyped-call]
+                source, self.logical_address, code
+            )
+            await self._send(connection, version, response)
+            if code != Activation.Success:  # every denial we give closes the socket
+                self.tally.note("doip_routing_denied", source=source, code=int(code))
+                await self._close_gracefully(connection)
+
+        if source not in TESTER_ADDRESSES:
+            await answer(Activation.DeniedUnknownSourceAddress)
+        elif activation_type not in SUPPORTED_ACTIVATIONS:
+            await answer(Activation.DeniedUnsupportedActivationType)
+        elif connection.source_address not in (None, source):
+            await answer(Activation.DeniedSADoesNotMatch)
+        elif await self._registered_elsewhere(connection, source):
+            await answer(Activation.DeniedSARegistered)
+        else:
+            connection.source_address = source
+            await answer(Activation.Success)
+
+    async def _registered_elsewhere(self, connection: Connection, source: int) -> bool:
+        """Whether another socket, still alive, holds this tester address. A holder that does
+        not answer an alive check within `alive_check_timeout` is closed (ISO 13400-2 socket
+        handling), so a tester that lost its connection can come back."""
+        while True:
+            holder = next(
+                (
+                    other
+                    for other in self._connections
+                    if other is not connection and other.source_address == source
+                ),
+                None,
+            )
+            if holder is None:
+                return False
+            holder.alive.clear()
+            check = m.AliveCheckRequest()
+            if await self._send(holder, OWN_VERSION, check):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(holder.alive.wait(), self.alive_check_timeout)
+            if holder.alive.is_set() and not holder.closed:
+                return True
+            self.tally.note("doip_silent_holder_closed", source=source)
+            self._drop(holder)
+
+    async def _diagnose(self, connection: Connection, version: int, payload: bytes) -> None:
+        message = m.DiagnosticMessage.unpack(  # type: ignore[no-untyped-call]
+            payload, len(payload)
+        )
+        source: int = message.source_address
+        target: int = message.target_address
+        request = bytes(message.user_data)
+
+        async def nack(code: DiagnosticNack) -> None:
+            self.tally.note("doip_diagnostic_nack", source=source, target=target, code=int(code))
+            reply = m.DiagnosticMessageNegativeAcknowledgement(  # type: ignore[no-untyped-call]
+                target, source, code
+            )
+            await self._send(connection, version, reply)
+
+        if connection.source_address is None or source != connection.source_address:
+            await nack(DiagnosticNack.InvalidSourceAddress)
+            await self._close_gracefully(connection)
+            return
+        if target not in (self.logical_address, FUNCTIONAL_ADDRESS):
+            await nack(DiagnosticNack.UnknownTargetAddress)
+            return
+        if len(request) > self.max_request_size:
+            await nack(DiagnosticNack.DiagnosticMessageTooLarge)
+            return
+        ack = m.DiagnosticMessagePositiveAcknowledgement(  # type: ignore[no-untyped-call]
+            target, source, 0x00
+        )
+        if not await self._send(connection, version, ack):
+            return
+        try:
+            response = await self._handle(request)
+        except Exception as error:  # the UDS server promises not to raise; if it does, no answer
+            self.tally.note("doip_handler_failed", error=repr(error))
+            return
+        if response:
+            reply = m.DiagnosticMessage(  # type: ignore[no-untyped-call]
+                self.logical_address, source, response
+            )
+            await self._send(connection, version, reply)
+
+    def _status_reply(self, payload_type: int) -> m.DoIPMessage | None:
+        if payload_type == ENTITY_STATUS:
+            return m.EntityStatusResponse(  # type: ignore[no-untyped-call]
+                DOIP_NODE, self.max_sockets, len(self._connections), self.max_request_size
+            )
+        if payload_type == POWER_MODE:
+            return m.DiagnosticPowerModeResponse(  # type: ignore[no-untyped-call]
+                POWER_MODE_READY
+            )
+        return None
+
+    # --- sending and closing --------------------------------------------------------------------
+
+    async def _send(self, connection: Connection, version: int, message: m.DoIPMessage) -> bool:
+        """Write one message; a client that does not take it within `send_timeout` (its receive
+        window and our buffers full) is dropped. False when the message did not go."""
+        if connection.closed:
+            return False
+        try:
+            connection.writer.write(frame(version, message))
+            async with asyncio.timeout(self.send_timeout):
+                await connection.writer.drain()
+        except TimeoutError:
+            self.tally.note("doip_client_not_reading", source=connection.source_address)
+            self._drop(connection)
+            return False
+        except OSError:  # reset under our feet
+            self._drop(connection)
+            return False
+        return True
+
+    async def _nack_and_close(self, connection: Connection, version: int, code: int) -> None:
+        await self._send(connection, version, generic_nack(code))
+        await self._close_gracefully(connection)
+
+    async def _close_gracefully(self, connection: Connection) -> None:
+        """Close after a last message: end our side, then skip what the client still sends
+        until it closes too (briefly, and bounded), so that closing with unread bytes does not
+        reset the connection and destroy the message before the client has read it."""
+        if connection.closed:
+            return
+        with contextlib.suppress(OSError, TimeoutError):
+            if connection.writer.can_write_eof():
+                connection.writer.write_eof()
+            async with asyncio.timeout(min(self.send_timeout, 1.0)):
+                while await connection.reader.read(DISCARD_CHUNK):
+                    pass
+        self._drop(connection)
+
+    def _drop(self, connection: Connection) -> None:
+        """Forget the connection and close its socket at once, whatever it still holds."""
+        connection.closed = True
+        self._connections.discard(connection)
+        connection.writer.transport.abort()
+
+    # --- UDP ------------------------------------------------------------------------------------
+
+    def answer_datagram(self, data: bytes) -> bytes | None:
+        """The reply to one UDP datagram, or None (not ours to answer, or over the budget)."""
+        if len(data) < HEADER.size:
+            self.tally.note("doip_udp_short", length=len(data))
+            return None
+        version, inverse, payload_type, length = HEADER.unpack_from(data)
+        payload = data[HEADER.size :]
+        identification = payload_type in (VEHICLE_ID, VEHICLE_ID_BY_EID, VEHICLE_ID_BY_VIN)
+        if not valid_pattern(version, inverse, vehicle_identification=identification):
+            self.tally.note("doip_udp_incorrect_pattern", header=data[: HEADER.size].hex())
+            return self._udp_reply(OWN_VERSION, generic_nack(INCORRECT_PATTERN))
+        reply_version = OWN_VERSION if version == ANY_VERSION else version
+        if payload_type in UDP_SILENT:
+            return None
+        if payload_type not in UDP_LENGTHS:
+            self.tally.note("doip_udp_unknown_payload_type", payload_type=payload_type)
+            return self._udp_reply(reply_version, generic_nack(UNKNOWN_PAYLOAD_TYPE))
+        if length > self.max_payload:
+            self.tally.note("doip_udp_message_too_large", length=length)
+            return self._udp_reply(reply_version, generic_nack(MESSAGE_TOO_LARGE))
+        if length != len(payload) or not valid_length(payload_type, length, UDP_LENGTHS):
+            self.tally.note("doip_udp_invalid_payload_length", length=length, got=len(payload))
+            return self._udp_reply(reply_version, generic_nack(INVALID_PAYLOAD_LENGTH))
+        if not identification:
+            status = self._status_reply(payload_type)
+            return None if status is None else self._udp_reply(reply_version, status)
+        announcement = self._announcement(payload_type, payload)
+        return None if announcement is None else self._udp_reply(reply_version, announcement)
+
+    def _announcement(self, payload_type: int, payload: bytes) -> m.DoIPMessage | None:
+        """The vehicle identification response, None when the request names another vehicle."""
+        vin = vin_field(self._view().vin)
+        if payload_type == VEHICLE_ID_BY_EID and payload != self.eid:
+            return None
+        if payload_type == VEHICLE_ID_BY_VIN and payload != vin.encode("ascii"):
+            return None
+        synchronized = m.VehicleIdentificationResponse.SynchronizationStatusCodes.Synchronized
+        return m.VehicleIdentificationResponse(  # type: ignore[no-untyped-call]
+            vin,
+            self.logical_address,
+            self.eid,
+            self.eid,
+            m.VehicleIdentificationResponse.FurtherActionCodes.NoFurtherActionRequired,
+            synchronized,
+        )
+
+    def _udp_reply(self, version: int, message: m.DoIPMessage) -> bytes | None:
+        """At most `udp_replies_per_second`: a flood of datagrams is not echoed back."""
+        now = time.monotonic()
+        started, sent = self._udp_window
+        if now - started >= 1.0:
+            started, sent = now, 0
+        if sent >= self.udp_replies_per_second:
+            self.tally.note("doip_udp_over_budget")
+            return None
+        self._udp_window = (started, sent + 1)
+        return frame(version, message)
+
+
+def valid_length(payload_type: int, length: int, lengths: dict[int, frozenset[int]]) -> bool:
+    if payload_type == DIAGNOSTIC:
+        return length >= MIN_DIAGNOSTIC_LENGTH
+    return length in lengths.get(payload_type, frozenset())
+
+
+def vin_field(vin: str) -> str:
+    """The 17-character VIN of an announcement; the standard's 'not set' value (17 x 0x00) for
+    one that is not 17 printable ASCII characters."""
+    if len(vin) == 17 and vin.isascii() and vin.isprintable():
+        return vin
+    return "\x00" * 17
+
+
+class _Discovery(asyncio.DatagramProtocol):
+    def __init__(self, server: DoipServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            reply = self.server.answer_datagram(data)
+        except Exception as error:  # one bad datagram (or a view that failed) costs one answer
+            self.server.tally.note("doip_udp_failed", error=repr(error))
+            return
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP unreachable after a reply to a client that has gone: nothing to do.
+        self.server.tally.note("doip_udp_error", error=repr(exc))

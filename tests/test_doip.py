@@ -1,0 +1,580 @@
+"""The DoIP node (ISO 13400-2) against real clients: doipclient and udsoncan for what a workshop
+tester does, raw sockets for every error path, hypothesis for bytes nobody planned for.
+
+The server runs in the test's loop on port 0; doipclient is blocking, so it runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import doipclient.client
+import pytest
+import udsoncan
+from doipclient.client import DoIPClient
+from doipclient.connectors import DoIPClientUDSConnector
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from udsoncan.client import Client
+from udsoncan.Response import Response
+
+from carlightd.outputs.scan_tool.doip import DoipServer
+from carlightd.outputs.scan_tool.view import VehicleView
+
+VIN = "WCARLIGHT0D000042"
+ECU = 0x0740
+TESTER = 0x0E00
+HEADER = struct.Struct("!BBHL")
+BIG_RESPONSE = 4000  # what the test handler answers to ReadMemoryByAddress (0x23)
+
+
+def view() -> VehicleView:
+    return VehicleView(vin=VIN, supported=())
+
+
+async def tiny_uds(request: bytes) -> bytes | None:
+    """Enough of a UDS server to carry requests over the transport."""
+    if request[:1] == b"\x3e":
+        return None if request[1:2] == b"\x80" else b"\x7e\x00"
+    if request == b"\x22\xf1\x90":
+        return b"\x62\xf1\x90" + VIN.encode()
+    if request[:1] == b"\x23":
+        return b"\x63" + bytes(BIG_RESPONSE - 1)
+    return b"\x7f" + request[:1] + b"\x11"
+
+
+@contextlib.asynccontextmanager
+async def serving(**options: Any) -> AsyncIterator[DoipServer]:
+    server = DoipServer(tiny_uds, view, host="127.0.0.1", port=0, logical_address=ECU, **options)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DoipServer]:
+    async with serving(initial_inactivity=5.0, alive_check_timeout=0.3) as started:
+        yield started
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def frame(payload_type: int, payload: bytes = b"", version: int = 2) -> bytes:
+    return HEADER.pack(version, version ^ 0xFF, payload_type, len(payload)) + payload
+
+
+def activation(source: int = TESTER, activation_type: int = 0) -> bytes:
+    return frame(0x0005, struct.pack("!HBL", source, activation_type, 0))
+
+
+def diagnostic(data: bytes, source: int = TESTER, target: int = ECU) -> bytes:
+    return frame(0x8001, struct.pack("!HH", source, target) + data)
+
+
+class Raw:
+    """A tester on a bare TCP socket: it sends whatever bytes the test likes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> Raw:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def receive(self) -> tuple[int, int, bytes]:
+        """The next message: (version, payload type, payload)."""
+        async with asyncio.timeout(5):
+            version, inverse, payload_type, length = HEADER.unpack(
+                await self.reader.readexactly(HEADER.size)
+            )
+            assert inverse == version ^ 0xFF
+            return version, payload_type, await self.reader.readexactly(length)
+
+    async def expect(self, payload_type: int) -> bytes:
+        got_type = -1
+        while got_type != payload_type:
+            _, got_type, payload = await self.receive()
+            assert got_type in (payload_type, 0x8002), f"0x{got_type:04X}: {payload.hex()}"
+        return payload
+
+    async def activate(self, source: int = TESTER, activation_type: int = 0) -> int:
+        await self.send(activation(source, activation_type))
+        payload = await self.expect(0x0006)
+        client, entity, code = struct.unpack_from("!HHB", payload)
+        assert (client, entity) == (source, ECU)
+        return int(code)
+
+    async def closed_by_server(self) -> bool:
+        """True once the server has closed the socket (end of stream or reset)."""
+        try:
+            async with asyncio.timeout(5):
+                while await self.reader.read(4096):
+                    pass
+        except ConnectionResetError:
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def raw(port: int) -> AsyncIterator[Raw]:
+    tester = await Raw.connect(port)
+    try:
+        yield tester
+    finally:
+        await tester.close()
+
+
+def udp_exchange(port: int, datagrams: list[bytes], replies: int) -> list[bytes]:
+    """Send each datagram, then collect `replies` answers (in order: loopback keeps it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        for datagram in datagrams:
+            sock.sendto(datagram, ("127.0.0.1", port))
+        return [sock.recv(4096) for _ in range(replies)]
+
+
+def uds_session(port: int, version: int) -> dict[str, Any]:
+    """A workshop tester's round: doipclient (routing activation at connect) under udsoncan."""
+    config = udsoncan.configs.default_client_config.copy()
+    config["data_identifiers"] = {0xF190: udsoncan.AsciiCodec(17)}
+    with DoIPClient(  # type: ignore[no-untyped-call]
+        "127.0.0.1", ECU, tcp_port=port, udp_port=port, protocol_version=version
+    ) as doip:
+        connection = DoIPClientUDSConnector(doip)  # type: ignore[no-untyped-call]
+        with Client(connection, config=config, request_timeout=5) as client:
+            client.tester_present()
+            vin = client.read_data_by_identifier(0xF190).service_data.values[0xF190]
+            with pytest.raises(udsoncan.exceptions.NegativeResponseException) as refused:
+                client.ecu_reset(1)
+        return {
+            "vin": vin,
+            "nrc": refused.value.response.code,
+            "alive": doip.request_alive_check().source_address,
+            "status": doip.request_entity_status(),
+            "power": doip.request_diagnostic_power_mode().diagnostic_power_mode,
+            "identification": doip.request_vehicle_identification(),
+        }
+
+
+# --- what a tester does ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [0x02, 0x03])
+async def test_uds_round_trip_through_doipclient_and_udsoncan(
+    server: DoipServer, version: int
+) -> None:
+    result = await asyncio.to_thread(uds_session, server.port, version)
+    assert result["vin"] == VIN
+    assert result["nrc"] == Response.Code.ServiceNotSupported
+    assert result["alive"] == ECU
+    assert result["status"].max_concurrent_sockets == 8
+    assert result["status"].max_data_size == 4096
+    assert result["power"] == 0x01  # ready
+    assert result["identification"].vin == VIN
+
+
+# get_entity sends to the standard port (a module constant) and leaves its socket to the collector.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_get_entity_finds_the_vehicle(
+    server: DoipServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(doipclient.client, "UDP_DISCOVERY", server.port)
+    for query in ({}, {"vin": VIN}, {"eid": server.eid}):
+        _, announcement = await asyncio.to_thread(DoIPClient.get_entity, "127.0.0.1", **query)
+        assert announcement.vin == VIN
+        assert announcement.logical_address == ECU
+        assert announcement.eid == announcement.gid == b"\x02CLD\x07\x40"
+        assert announcement.further_action_required == 0x00
+
+
+async def test_vehicle_identification_answers_in_the_testers_version(server: DoipServer) -> None:
+    requests = [frame(0x0001, version=version) for version in (0x02, 0x03, 0xFF)]
+    replies = await asyncio.to_thread(udp_exchange, server.port, requests, 3)
+    assert [reply[:2] for reply in replies] == [b"\x02\xfd", b"\x03\xfc", b"\x02\xfd"]
+    assert all(HEADER.unpack_from(reply)[2] == 0x0004 for reply in replies)
+    assert all(reply[8:25] == VIN.encode() for reply in replies)
+
+
+async def test_vehicle_identification_ignores_other_vehicles_and_garbage(
+    server: DoipServer,
+) -> None:
+    datagrams = [
+        b"\x02\xfd\x00",  # shorter than a header: ignored
+        frame(0x0003, b"WOTHERCAR00000001"),  # another VIN: no answer
+        frame(0x0002, b"\x00\x11\x22\x33\x44\x55"),  # another EID: no answer
+        frame(0x0004, bytes(33)),  # someone else's announcement: never answered
+        b"\x02\x02\x00\x01\x00\x00\x00\x00",  # bad inverse: NACK 0x00
+        frame(0x9999),  # unknown payload type: NACK 0x01
+        frame(0x0005, bytes(7)),  # routing activation is TCP only: NACK 0x01
+        frame(0x0001)[:4] + struct.pack("!L", 5),  # length says 5, none follow: NACK 0x04
+        frame(0x0001, version=0xFF)[:2] + b"\x40\x01" + bytes(4),  # 0xFF only for identification
+        frame(0x0003, VIN.encode()),  # this vehicle: answered
+    ]
+    replies = await asyncio.to_thread(udp_exchange, server.port, datagrams, 6)
+    kinds = [(HEADER.unpack_from(reply)[2], reply[8:9]) for reply in replies]
+    assert kinds == [
+        (0x0000, b"\x00"),
+        (0x0000, b"\x01"),
+        (0x0000, b"\x01"),
+        (0x0000, b"\x04"),
+        (0x0000, b"\x00"),
+        (0x0004, b"W"),
+    ]
+
+
+async def test_entity_status_and_power_mode_on_tcp(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        await tester.send(frame(0x4001, version=0x03))
+        version, payload_type, payload = await tester.receive()
+        assert (version, payload_type) == (0x03, 0x4002)
+        node_type, max_sockets, open_sockets, max_data = struct.unpack("!BBBL", payload)
+        assert (node_type, max_sockets, open_sockets, max_data) == (0x01, 8, 1, 4096)
+        await tester.send(frame(0x4003))
+        assert await tester.expect(0x4004) == b"\x01"
+        await tester.send(frame(0x0007))
+        assert await tester.expect(0x0008) == struct.pack("!H", ECU)
+
+
+async def test_functional_requests_are_answered_by_the_ecu(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        await tester.send(diagnostic(b"\x3e\x00", target=0xE400))
+        _, payload_type, ack = await tester.receive()
+        assert (payload_type, ack[:5]) == (0x8002, struct.pack("!HHB", 0xE400, TESTER, 0))
+        answer = await tester.expect(0x8001)
+        assert answer == struct.pack("!HH", ECU, TESTER) + b"\x7e\x00"
+
+
+async def test_suppressed_response_is_acknowledged_and_not_answered(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        await tester.send(diagnostic(b"\x3e\x80"))
+        await tester.expect(0x8002)
+        await tester.send(diagnostic(b"\x22\xf1\x90"))
+        await tester.expect(0x8002)
+        answer = await tester.expect(0x8001)
+        assert answer[4:] == b"\x62\xf1\x90" + VIN.encode()  # the first answer is the second's
+
+
+# --- routing activation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "activation_type", "code"),
+    [
+        (0x0001, 0x00, 0x00),  # not a tester's address
+        (0x1000, 0x00, 0x00),
+        (0x0FFF, 0x02, 0x06),  # a type the standard does not define
+        (0x0E80, 0xE1, 0x06),  # central security: not supported here
+    ],
+)
+async def test_routing_activation_denied_and_socket_closed(
+    server: DoipServer, source: int, activation_type: int, code: int
+) -> None:
+    async with raw(server.port) as tester:
+        assert await tester.activate(source, activation_type) == code
+        assert await tester.closed_by_server()
+
+
+async def test_routing_activation_types_default_and_wwh_obd(server: DoipServer) -> None:
+    async with raw(server.port) as first, raw(server.port) as second:
+        assert await first.activate(0x0E00, 0x00) == 0x10
+        assert await second.activate(0x0FFF, 0x01) == 0x10
+        assert await first.activate(0x0E00, 0x00) == 0x10  # again on the same socket: fine
+        await second.send(frame(0x0005, struct.pack("!HBLL", 0x0FFF, 0x01, 0, 0xDEADBEEF)))
+        assert (await second.expect(0x0006))[4] == 0x10  # the OEM-specific field is allowed
+        assert await first.activate(0x0E01) == 0x02  # another address on an active socket
+        assert await first.closed_by_server()
+
+
+async def test_same_address_on_another_socket_while_the_first_answers(
+    server: DoipServer,
+) -> None:
+    async with raw(server.port) as first, raw(server.port) as second:
+        assert await first.activate() == 0x10
+
+        async def answer_alive_check() -> None:
+            await first.expect(0x0007)
+            await first.send(frame(0x0008, struct.pack("!H", TESTER)))
+
+        answering = asyncio.create_task(answer_alive_check())
+        assert await second.activate() == 0x03  # the holder is alive: refused
+        await answering
+        assert await second.closed_by_server()
+        await first.send(diagnostic(b"\x3e\x00"))
+        assert (await first.expect(0x8001))[4:] == b"\x7e\x00"
+
+
+async def test_same_address_taken_over_from_a_silent_socket(server: DoipServer) -> None:
+    async with raw(server.port) as first, raw(server.port) as second:
+        assert await first.activate() == 0x10
+        assert await second.activate() == 0x10  # the first never answered its alive check
+        assert await first.closed_by_server()
+        assert server.tally.counts["doip_silent_holder_closed"] == 1
+        await second.send(diagnostic(b"\x3e\x00"))
+        assert (await second.expect(0x8001))[4:] == b"\x7e\x00"
+
+
+# --- negative acknowledgements --------------------------------------------------------------------
+
+
+async def generic_nack(tester: Raw) -> int:
+    _, payload_type, payload = await tester.receive()
+    assert payload_type == 0x0000
+    return payload[0]
+
+
+async def diagnostic_nack(tester: Raw) -> tuple[int, int, int]:
+    payload = await tester.expect(0x8003)
+    source, target, code = struct.unpack_from("!HHB", payload)
+    return source, target, code
+
+
+async def test_incorrect_pattern_is_nacked_and_closed(server: DoipServer) -> None:
+    for header in (b"\x02\x02\x00\x05\x00\x00\x00\x07", b"\x01\xfe\x00\x05\x00\x00\x00\x07"):
+        async with raw(server.port) as tester:
+            await tester.send(header)
+            assert await generic_nack(tester) == 0x00
+            assert await tester.closed_by_server()
+    async with raw(server.port) as tester:  # 0xFF belongs to vehicle identification only
+        await tester.send(frame(0x0005, bytes(7), version=0xFF))
+        assert await generic_nack(tester) == 0x00
+        assert await tester.closed_by_server()
+
+
+async def test_unknown_payload_type_is_nacked_and_skipped(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        await tester.send(frame(0x1234, b"abc") + frame(0x0001))  # UDP's type, on TCP
+        assert await generic_nack(tester) == 0x01
+        assert await generic_nack(tester) == 0x01
+        assert await tester.activate() == 0x10  # the socket still works
+
+
+async def test_message_too_large_is_nacked_and_skipped(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        await tester.send(frame(0x8001, bytes(server.max_payload + 1)))
+        assert await generic_nack(tester) == 0x02
+        assert await tester.activate() == 0x10  # the oversized payload was skipped exactly
+    async with raw(server.port) as tester:
+        await tester.send(HEADER.pack(2, 0xFD, 0x8001, 0xFFFFFFFF))
+        assert await generic_nack(tester) == 0x02
+    assert server.tally.counts["doip_message_too_large"] == 2
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "payload"),
+    [(0x0005, b"\x0e\x00\x00"), (0x0005, bytes(9)), (0x8001, b"\x0e\x00\x07\x40"), (0x4001, b"x")],
+)
+async def test_invalid_payload_length_is_nacked_and_closed(
+    server: DoipServer, payload_type: int, payload: bytes
+) -> None:
+    async with raw(server.port) as tester:
+        await tester.send(frame(payload_type, payload))
+        assert await generic_nack(tester) == 0x04
+        assert await tester.closed_by_server()
+
+
+async def test_diagnostic_before_routing_activation(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        await tester.send(diagnostic(b"\x22\xf1\x90"))
+        assert await diagnostic_nack(tester) == (ECU, TESTER, 0x02)
+        assert await tester.closed_by_server()
+
+
+async def test_diagnostic_from_another_source_address(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        await tester.send(diagnostic(b"\x22\xf1\x90", source=0x0E01))
+        assert await diagnostic_nack(tester) == (ECU, 0x0E01, 0x02)
+        assert await tester.closed_by_server()
+
+
+async def test_diagnostic_to_an_unknown_target_address(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        await tester.send(diagnostic(b"\x22\xf1\x90", target=0x0741))
+        assert await diagnostic_nack(tester) == (0x0741, TESTER, 0x03)
+        await tester.send(diagnostic(b"\x3e\x00"))  # the socket still works
+        assert (await tester.expect(0x8001))[4:] == b"\x7e\x00"
+
+
+async def test_diagnostic_larger_than_the_ecu_takes(server: DoipServer) -> None:
+    async with raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        await tester.send(diagnostic(b"\x2e\xf1\x90" + bytes(server.max_request_size)))
+        assert await diagnostic_nack(tester) == (ECU, TESTER, 0x04)
+        await tester.send(diagnostic(b"\x3e\x00"))
+        assert (await tester.expect(0x8001))[4:] == b"\x7e\x00"
+
+
+# --- bounds ---------------------------------------------------------------------------------------
+
+
+async def test_ninth_socket_is_closed_at_once(server: DoipServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        testers = [await stack.enter_async_context(raw(server.port)) for _ in range(8)]
+        await until(lambda: server.open_connections == 8)
+        async with raw(server.port) as ninth:
+            assert await ninth.closed_by_server()
+        assert server.tally.counts["doip_socket_refused"] == 1
+        await testers[0].close()
+        await until(lambda: server.open_connections == 7)
+        async with raw(server.port) as another:
+            assert await another.activate() == 0x10
+        for tester in testers[1:]:
+            assert await tester.activate(TESTER + testers.index(tester)) == 0x10
+
+
+async def test_initial_inactivity_closes_a_socket_that_never_activates() -> None:
+    async with serving(initial_inactivity=0.2) as server, raw(server.port) as tester:
+        await tester.send(frame(0x0007))  # talking is not activating: the clock keeps running
+        await tester.expect(0x0008)
+        assert await tester.closed_by_server()
+        assert server.tally.counts["doip_inactivity_close"] == 1
+
+
+async def test_general_inactivity_closes_an_idle_active_socket() -> None:
+    async with serving(general_inactivity=0.2) as server, raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        assert await tester.closed_by_server()
+        assert server.tally.counts["doip_inactivity_close"] == 1
+
+
+async def test_truncated_frames_cost_only_their_socket(server: DoipServer) -> None:
+    for cut in (diagnostic(b"\x22\xf1\x90")[:10], frame(0x0005, bytes(7))[:5]):
+        async with raw(server.port) as tester:
+            if cut[2:4] == b"\x80\x01":
+                assert await tester.activate() == 0x10
+            await tester.send(cut)
+        await until(lambda: server.open_connections == 0)
+    result = await asyncio.to_thread(uds_session, server.port, 2)
+    assert result["vin"] == VIN
+
+
+async def test_a_client_that_never_reads_is_dropped_and_others_are_served() -> None:
+    async with serving(send_timeout=0.5) as server:
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(10)
+        try:
+            await asyncio.to_thread(stalled.connect, ("127.0.0.1", server.port))
+            await asyncio.to_thread(stalled.sendall, activation())
+
+            def flood() -> None:
+                # 4 kB answers to 12-byte requests: the server's buffers fill long before ours.
+                with contextlib.suppress(OSError):
+                    for _ in range(100_000):
+                        stalled.sendall(diagnostic(b"\x23\x11\x00\x00"))
+
+            flooding = asyncio.create_task(asyncio.to_thread(flood))
+            await until(lambda: server.tally.counts["doip_client_not_reading"] > 0)
+            result = await asyncio.to_thread(uds_session, server.port, 2)
+            assert result["vin"] == VIN
+            await until(lambda: server.open_connections == 0)
+            await flooding
+        finally:
+            stalled.close()
+
+
+async def test_close_ends_every_connection_and_the_listeners() -> None:
+    server = DoipServer(tiny_uds, view, host="127.0.0.1", port=0, logical_address=ECU)
+    where = await server.start()
+    assert where == f"127.0.0.1:{server.port}"
+    async with raw(server.port) as first, raw(server.port) as second:
+        assert await first.activate() == 0x10
+        await server.close()
+        assert await first.closed_by_server()
+        assert await second.closed_by_server()
+    with pytest.raises(ConnectionRefusedError):
+        await Raw.connect(server.port)
+    await server.close()  # idempotent
+
+
+async def test_start_fails_cleanly_when_the_port_is_taken() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        server = DoipServer(tiny_uds, view, host="127.0.0.1", port=port)
+        with pytest.raises(OSError, match="in use"):
+            await server.start()
+        with pytest.raises(ConnectionRefusedError):  # the TCP listener it had bound is closed
+            await Raw.connect(port)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = DoipServer(tiny_uds, view, host="127.0.0.1", port=taken.getsockname()[1])
+        with pytest.raises(OSError, match="in use"):
+            await server.start()
+
+
+# --- fuzz -----------------------------------------------------------------------------------------
+
+KNOWN_REPLIES = {0x0000, 0x0004, 0x0006, 0x0007, 0x0008, 0x4002, 0x4004, 0x8001, 0x8002, 0x8003}
+
+
+def well_formed_replies(data: bytes) -> bool:
+    """Whatever the server sent back parses as a sequence of DoIP messages it may send."""
+    while data:
+        if len(data) < HEADER.size:
+            return False
+        version, inverse, payload_type, length = HEADER.unpack_from(data)
+        if version not in (2, 3) or inverse != version ^ 0xFF or payload_type not in KNOWN_REPLIES:
+            return False
+        if len(data) < HEADER.size + length:
+            return False
+        data = data[HEADER.size + length :]
+    return True
+
+
+headers = st.builds(
+    HEADER.pack,
+    st.sampled_from([0x02, 0x03, 0xFF, 0x01, 0x00]),
+    st.sampled_from([0xFD, 0xFC, 0x00, 0xFE]),
+    st.sampled_from([0x0005, 0x8001, 0x0007, 0x0008, 0x4001, 0x4003, 0x0001, 0x0000, 0xFFFF]),
+    st.one_of(st.integers(0, 16), st.integers(0, 2**32 - 1)),
+)
+messages = st.tuples(headers, st.binary(max_size=40)).map(lambda parts: parts[0] + parts[1])
+streams = st.lists(st.one_of(messages, st.binary(max_size=40)), min_size=1, max_size=4).map(
+    lambda parts: (activation() if parts[0][:1] == b"\x02" else b"") + b"".join(parts)
+)
+
+
+async def test_fuzzed_frames_never_stop_the_server() -> None:
+    async with serving(initial_inactivity=0.5, general_inactivity=0.5, send_timeout=1.0) as server:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(stream=streams)
+        def fuzz(stream: bytes) -> None:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(stream)
+                sock.shutdown(socket.SHUT_WR)
+                received = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := sock.recv(65536):
+                        received += chunk
+            assert well_formed_replies(received), received.hex()
+
+        await asyncio.to_thread(fuzz)
+        await until(lambda: server.open_connections == 0)
+        result = await asyncio.to_thread(uds_session, server.port, 3)
+        assert result["vin"] == VIN
