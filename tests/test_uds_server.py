@@ -25,6 +25,7 @@ from udsoncan.client import Client
 from udsoncan.configs import default_client_config
 from udsoncan.connections import QueueConnection
 from udsoncan.Response import Response
+from udsoncan.services.ClearDiagnosticInformation import ClearDiagnosticInformation
 from udsoncan.services.DiagnosticSessionControl import DiagnosticSessionControl
 from udsoncan.services.ReadDataByIdentifier import ReadDataByIdentifier
 from udsoncan.services.ReadDTCInformation import ReadDTCInformation
@@ -34,7 +35,13 @@ from carlightd.core.domain import Ignition, Kind
 from carlightd.core.dtc import DTCEntry, DTCStatus, catalogue, lookup
 from carlightd.core.memory import FreezeFrame, StoredDtc
 from carlightd.outputs.scan_tool import records
-from carlightd.outputs.scan_tool.uds import STATUS_AVAILABILITY_MASK, UdsServer
+from carlightd.outputs.scan_tool.uds import (
+    RESPONSE_PENDING_AFTER_S,
+    RESPONSE_PENDING_EVERY_S,
+    STATUS_AVAILABILITY_MASK,
+    UdsServer,
+    response_pending,
+)
 from carlightd.outputs.scan_tool.view import (
     ScanToolLink,
     VehicleView,
@@ -266,6 +273,20 @@ async def test_the_extended_session_ends_after_s3_without_a_request() -> None:
     # Back in the default session, everything is still served.
     await ecu.positive("1902ff")
     assert ecu.server.session == 0x01
+
+
+async def test_a_client_toggling_sessions_does_not_flood_the_log() -> None:
+    ecu = Ecu()
+    with capture_logs() as logged:
+        for _ in range(100):
+            await ecu.positive("1003")
+            await ecu.positive("1001")
+    assert len([line for line in logged if line["event"] == "uds_session"]) == 1
+    ecu.clock.now += 11
+    with capture_logs() as logged:
+        await ecu.positive("1003")
+    [line] = [line for line in logged if line["event"] == "uds_session"]
+    assert line["times"] == 200
 
 
 async def test_the_default_session_does_not_time_out() -> None:
@@ -754,6 +775,16 @@ async def test_every_other_service_is_not_supported(sid: int) -> None:
     ecu = Ecu()
     assert await ecu.nrc(f"{sid:02x}") == Code.ServiceNotSupported
     assert await ecu.nrc(f"{sid:02x}0102030405") == Code.ServiceNotSupported
+
+
+def test_the_response_pending_a_transport_sends_for_a_slow_answer() -> None:
+    response = Response.from_payload(response_pending(b"\x14\xff\xff\xff"))
+    assert response.valid
+    assert not response.positive
+    assert response.service is ClearDiagnosticInformation
+    assert response.code == Code.RequestCorrectlyReceived_ResponsePending
+    assert RESPONSE_PENDING_AFTER_S < 0.050  # P2server, as 0x10 announces it
+    assert RESPONSE_PENDING_AFTER_S < RESPONSE_PENDING_EVERY_S < 5.0
 
 
 async def test_an_empty_request_gets_no_answer() -> None:

@@ -47,6 +47,11 @@ P2_SERVER_MS = 50
 P2_STAR_SERVER_MS = 5000
 # S3server (ISO 14229-2): a non-default session ends after this long without a request.
 S3_SERVER_S = 5.0
+# A transport whose `handle` has not returned within P2server sends `response_pending(request)`,
+# and again before each P2*server runs out (ISO 14229-1 NRC 0x78): a clear saves the state and
+# publishes it, which may take longer than a tester waits.
+RESPONSE_PENDING_AFTER_S = 0.8 * P2_SERVER_MS / 1000
+RESPONSE_PENDING_EVERY_S = 0.8 * P2_STAR_SERVER_MS / 1000
 SESSIONS = (Session.defaultSession, Session.extendedDiagnosticSession)
 
 TESTER_PRESENT_ZERO_SUBFUNCTION = 0x00
@@ -141,6 +146,7 @@ class UdsServer:
         self._failures = _Throttled("uds_request_failed", clock)
         self._clears = _Throttled("uds_clear", clock)
         self._clear_failures = _Throttled("uds_clear_failed", clock)
+        self._session_changes = _Throttled("uds_session", clock, every_s=10.0)
 
     @property
     def session(self) -> int:
@@ -166,7 +172,7 @@ class UdsServer:
         except _Rejected as rejected:
             return negative(sid, rejected.code)
         except Exception as error:
-            self._failures.note(warning=True, sid=sid, error=repr(error))
+            self._failures.note(warning=True, sid=sid, error=repr(error), exc_info=error)
             return negative(sid, Code.GeneralReject)
         finally:
             self._in_progress -= 1
@@ -187,7 +193,7 @@ class UdsServer:
         session, suppress = subfunction(request, SESSIONS)
         expect_length(request, 2)
         if session != self._session:
-            log.info("uds_session", session=session)
+            self._session_changes.note(session=session)
         self._session = session
         if suppress:
             return None
@@ -292,6 +298,12 @@ def positive(request: bytes, data: bytes) -> bytes:
 
 def negative(sid: int, code: int) -> bytes:
     return bytes((NEGATIVE_RESPONSE, sid, code))
+
+
+def response_pending(request: bytes) -> bytes:
+    """7F SID 78: the request is being handled, the answer follows (for transports: see
+    RESPONSE_PENDING_AFTER_S)."""
+    return negative(request[0], Code.RequestCorrectlyReceived_ResponsePending)
 
 
 def subfunction(request: bytes, supported: Container[int]) -> tuple[int, bool]:
