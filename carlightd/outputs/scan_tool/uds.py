@@ -67,8 +67,9 @@ ALL_DTCS_GROUP = 0xFFFFFF
 # ReadDataByIdentifier: at most this many DIDs in one request (more: 0x13).
 MAX_DIDS_PER_REQUEST = 8
 
-# Services whose sub-function byte carries suppressPosRspMsgIndicationBit. ReadDTCInformation's
-# reportType does not (ISO 14229-1 leaves it out of 0x19): 0x19 0x81 is an unknown report type.
+# Services whose sub-function byte carries suppressPosRspMsgIndicationBit. ReadDTCInformation is
+# asked for its answer: its report type is taken whole, so 0x19 0x81 is an unknown report type
+# (0x12), never a read without an answer.
 SUPPRESSIBLE_SERVICES = frozenset(
     {DiagnosticSessionControl.request_id(), TesterPresent.request_id()}
 )
@@ -83,7 +84,7 @@ class _Rejected(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _DtcState:
+class DtcState:
     """What the server holds of one DTC, merged over the parts that share it."""
 
     status: int
@@ -329,16 +330,16 @@ def expect_length(request: bytes, length: int) -> None:
 # --- the DTC memory as a scan tool sees it -----------------------------------------------------
 
 
-def dtc_memory(view: VehicleView) -> dict[int, _DtcState | None]:
+def dtc_memory(view: VehicleView) -> dict[int, DtcState | None]:
     """Every DTC the server knows (the supported ones, and any stored one besides), with its
     merged state, or None if nothing is stored for it."""
-    memory: dict[int, _DtcState | None] = {entry.uds_code: None for entry in view.supported}
+    memory: dict[int, DtcState | None] = {entry.uds_code: None for entry in view.supported}
     for stored in view.dtcs:
         try:
             entry = lookup(stored.kind, stored.failure)
         except KeyError:  # a failure the catalogue does not name: no DTC to report it by
             continue
-        state = _DtcState(
+        state = DtcState(
             stored.dtc_status & STATUS_AVAILABILITY_MASK,
             stored.occurrences,
             stored.aging_counter,
@@ -349,9 +350,9 @@ def dtc_memory(view: VehicleView) -> dict[int, _DtcState | None]:
     return memory
 
 
-def _merged(a: _DtcState, b: _DtcState) -> _DtcState:
+def _merged(a: DtcState, b: DtcState) -> DtcState:
     frames = [frame for frame in (a.freeze_frame, b.freeze_frame) if frame is not None]
-    return _DtcState(
+    return DtcState(
         a.status | b.status,
         a.occurrences + b.occurrences,
         min(a.aging_counter, b.aging_counter),
@@ -359,21 +360,21 @@ def _merged(a: _DtcState, b: _DtcState) -> _DtcState:
     )
 
 
-def matching(memory: dict[int, _DtcState | None], mask: int) -> list[int]:
+def matching(memory: dict[int, DtcState | None], mask: int) -> list[int]:
     """The DTCs whose status has a bit of `mask` set, in DTC order."""
     return sorted(dtc for dtc, state in memory.items() if state is not None and state.status & mask)
 
 
-def dtc_record(dtc: int, state: _DtcState | None) -> bytes:
+def dtc_record(dtc: int, state: DtcState | None) -> bytes:
     """DTCAndStatusRecord: the three DTC bytes and the status byte (0: nothing stored)."""
     return dtc.to_bytes(3, "big") + bytes((0 if state is None else state.status,))
 
 
-def dtc_records(memory: dict[int, _DtcState | None], dtcs: Iterable[int]) -> bytes:
+def dtc_records(memory: dict[int, DtcState | None], dtcs: Iterable[int]) -> bytes:
     return b"".join(dtc_record(dtc, memory[dtc]) for dtc in dtcs)
 
 
-def dtc_asked(request: bytes, view: VehicleView) -> tuple[int, _DtcState | None]:
+def dtc_asked(request: bytes, view: VehicleView) -> tuple[int, DtcState | None]:
     """The DTC named by bytes 2-4 of a request and its state; 0x31 if the server has no such
     DTC."""
     dtc = int.from_bytes(request[2:5], "big")
