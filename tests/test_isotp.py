@@ -1,0 +1,254 @@
+"""UDS over ISO-TP on python-can: a udsoncan tester in another process on a udp_multicast bus,
+hostile frames from this one, and an in-process `virtual` bus.
+
+Every test has its own multicast group and port: on Linux a socket bound to a port receives the
+datagrams of every group joined on that port, so distinct groups alone do not keep tests apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import can
+import isotp
+import pytest
+import udsoncan
+from udsoncan.client import Client
+from udsoncan.connections import PythonIsoTpConnection
+
+from carlightd.outputs.scan_tool.isotp import IsotpServer
+
+VIN = "WCARLIGHT0D000042"
+CLIENT = Path(__file__).with_name("isotp_client.py")
+DTCS = [(0xC10116, 0x2F), (0x911300, 0x09), (0xA02A1C, 0x08)]
+
+
+async def tiny_uds(request: bytes) -> bytes | None:
+    """Enough of a UDS server to carry requests over the transport."""
+    if request == b"\x22\xf1\x90":
+        return b"\x62\xf1\x90" + VIN.encode()
+    if request[:2] == b"\x19\x02":
+        records = b"".join(dtc.to_bytes(3, "big") + bytes([status]) for dtc, status in DTCS)
+        return b"\x59\x02\xff" + records
+    if request[:3] == b"\x2e\xf1\x90" and len(request) == 20:
+        return b"\x6e\xf1\x90"
+    if request[:1] == b"\x14":
+        return b"\x54"
+    return b"\x7f" + request[:1] + b"\x11"
+
+
+@pytest.fixture
+def channel() -> tuple[str, int]:
+    """A multicast group and a UDP port of this test's own."""
+    group = f"239.74.{random.randrange(256)}.{random.randrange(1, 255)}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("", 0))
+        port: int = probe.getsockname()[1]
+    return group, port
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    group: str, port: int, handle: Callable[[bytes], Any] = tiny_uds
+) -> AsyncIterator[IsotpServer]:
+    server = IsotpServer(
+        handle,
+        interface="udp_multicast",
+        channel=group,
+        request_id=0x7E0,
+        response_id=0x7E8,
+        bus_options={"port": port},
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def run_tester(group: str, port: int, *operations: str) -> dict[str, Any]:
+    """Run the udsoncan client in its own process; its JSON answer."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(CLIENT),
+        group,
+        str(port),
+        *operations,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@contextlib.contextmanager
+def raw_bus(group: str, port: int) -> Iterator[can.BusABC]:
+    bus = can.Bus(interface="udp_multicast", channel=group, port=port)
+    try:
+        yield bus
+    finally:
+        bus.shutdown()
+
+
+def threads() -> set[threading.Thread]:
+    """Running threads, less the loop's executor workers (`asyncio.to_thread` keeps them)."""
+    return {thread for thread in threading.enumerate() if not thread.name.startswith("asyncio_")}
+
+
+def frame(*data: int) -> can.Message:
+    return can.Message(arbitration_id=0x7E0, data=bytes(data), is_extended_id=False, is_fd=False)
+
+
+# --- a tester in another process ------------------------------------------------------------------
+
+
+async def test_multi_frame_answers_to_a_tester_in_another_process(
+    channel: tuple[str, int],
+) -> None:
+    group, port = channel
+    async with serving(group, port) as server:
+        result = await run_tester(group, port, "vin", "dtcs", "write_vin", "clear")
+        assert server.answered == 4
+    assert result["vin"] == VIN  # 20 bytes: a first frame and two consecutive frames
+    assert result["dtcs"] == [list(dtc) for dtc in DTCS]
+    assert result["write_vin"] is True  # a 20-byte request: our flow control worked
+    assert result["clear"] is True
+
+
+async def test_start_names_the_bus_and_close_leaves_no_thread(channel: tuple[str, int]) -> None:
+    group, port = channel
+    before = threads()
+    server = IsotpServer(tiny_uds, channel=group, bus_options={"port": port})
+    where = await server.start()
+    assert where == f"udp_multicast {group}, request 0x7E0, response 0x7E8"
+    assert len(threads() - before) >= 3  # the stack's two, ours, the notifier's
+    await server.close()
+    assert threads() - before == set()
+    await server.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("interface", "channel"), [("udp_multicast", "not-a-group"), ("no_such_interface", "x")]
+)
+async def test_a_bus_that_cannot_open_raises_and_leaves_nothing(
+    interface: str, channel: str
+) -> None:
+    before = threads()
+    server = IsotpServer(tiny_uds, interface=interface, channel=channel)
+    with pytest.raises((OSError, can.CanError)):
+        await server.start()
+    assert threads() - before == set()
+    await server.close()
+
+
+# --- hostile frames -------------------------------------------------------------------------------
+
+
+async def test_malformed_frames_never_stop_the_server(channel: tuple[str, int]) -> None:
+    group, port = channel
+    async with serving(group, port) as server:
+        counts = server.tally.counts
+        with raw_bus(group, port) as bus:
+            for message in (
+                frame(0x40, 1, 2, 3),  # a PCI type ISO 15765-2 does not define
+                frame(0xF0),
+                frame(),  # no data at all
+                frame(0x00, 0x00),  # a single frame of length 0
+                frame(0x07, 0x22, 0xF1),  # says 7 bytes, carries 2
+                frame(0x21, 1, 2, 3),  # a consecutive frame nobody asked for
+                frame(0x30, 0, 0),  # a flow control while we send nothing
+            ):
+                bus.send(message)
+            await until(lambda: counts["isotp_InvalidCanDataError"] >= 5)
+            await until(lambda: counts["isotp_UnexpectedConsecutiveFrameError"] >= 1)
+            await until(lambda: counts["isotp_UnexpectedFlowControlError"] >= 1)
+
+            # Not even a CAN frame: python-can cannot decode it, the notifier keeps going.
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+                sock.sendto(b"\xc1garbage", (group, port))
+                # msgpack of {"arbitration_id": "x"}: decodes, but is no CAN message.
+                sock.sendto(b"\x81\xaearbitration_id\xa1x", (group, port))
+            await until(lambda: counts["isotp_bus_error"] >= 2)
+
+            # A first frame announcing 4095 bytes, then silence: the reception times out.
+            bus.send(frame(0x1F, 0xFF, 0x22, 0xF1, 0x90, 0, 0, 0))
+            await until(lambda: counts["isotp_ConsecutiveFrameTimeoutError"] >= 1)
+            bus.send(frame(0x1F, 0xFF, 0x22, 0xF1, 0x90, 0, 0, 0))  # and again, interrupted
+        result = await run_tester(group, port, "vin", "dtcs")
+    assert result["vin"] == VIN
+    assert len(result["dtcs"]) == 3
+    assert server.answered == 2  # nothing malformed was taken for a request
+
+
+async def test_a_handler_that_fails_costs_one_answer(channel: tuple[str, int]) -> None:
+    group, port = channel
+    calls = 0
+
+    async def flaky(request: bytes) -> bytes | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await tiny_uds(request)
+
+    async with serving(group, port, flaky) as server:
+        with raw_bus(group, port) as bus:
+            bus.send(frame(0x03, 0x22, 0xF1, 0x90))
+            await until(lambda: server.tally.counts["isotp_handler_failed"] == 1)
+        result = await run_tester(group, port, "vin")
+    assert result["vin"] == VIN
+
+
+# --- one process, a virtual bus -------------------------------------------------------------------
+
+
+def virtual_session(channel: str) -> dict[str, Any]:
+    config = udsoncan.configs.default_client_config.copy()
+    config["data_identifiers"] = {0xF190: udsoncan.AsciiCodec(17)}
+    bus = can.Bus(interface="virtual", channel=channel)
+    notifier = can.Notifier(bus, [], timeout=0.1)
+    try:
+        stack = isotp.NotifierBasedCanStack(
+            bus,
+            notifier,
+            address=isotp.Address(isotp.AddressingMode.Normal_11bits, rxid=0x7E8, txid=0x7E0),
+        )
+        with Client(PythonIsoTpConnection(stack), config=config, request_timeout=5) as client:
+            vin = client.read_data_by_identifier(0xF190).service_data.values[0xF190]
+            dtcs = client.get_dtc_by_status_mask(0xFF).service_data.dtcs
+            written = client.write_data_by_identifier(0xF190, VIN).positive
+        return {"vin": vin, "dtcs": [dtc.id for dtc in dtcs], "written": written}
+    finally:
+        notifier.stop()
+        bus.shutdown()
+
+
+async def test_virtual_bus_in_one_process() -> None:
+    channel = f"carlightd-{uuid.uuid4().hex}"
+    server = IsotpServer(tiny_uds, interface="virtual", channel=channel)
+    assert await server.start() == f"virtual {channel}, request 0x7E0, response 0x7E8"
+    try:
+        result = await asyncio.to_thread(virtual_session, channel)
+    finally:
+        await server.close()
+    assert result == {"vin": VIN, "dtcs": [dtc for dtc, _ in DTCS], "written": True}
