@@ -1,0 +1,258 @@
+"""Where an OBD-II app reaches the ELM327 interpreter: TCP, as a Wi-Fi dongle, and a
+pseudo-terminal, as a USB or Bluetooth serial adapter.
+
+Each TCP connection is an adapter of its own (its own `Elm327Session`); the pseudo-terminal is one
+adapter for whoever opens it. Every byte is the client's to choose: a session bounds what it keeps,
+reads are bounded, and what a client does not read is bounded too (a TCP client that stops reading
+is dropped; on the pty, as on a serial line, answers that no one reads are lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import tty
+
+from carlightd import logs
+from carlightd.outputs.scan_tool.elm327 import Elm327Session, is_power_of_two
+from carlightd.outputs.scan_tool.view import ScanToolLink
+
+log = logs.get("carlightd.scan_tool.elm327")
+
+# Bytes read at a time: what one `feed` answers is at most a few hundred bytes per CR in it.
+READ_CHUNK = 256
+MAX_TCP_CLIENTS = 4
+# A client whose unread answers pass this is waited for DRAIN_TIMEOUT_S, then dropped.
+WRITE_BUFFER_HIGH = 16 * 1024
+DRAIN_TIMEOUT_S = 10.0
+# How long close() lets a conversation end by itself (a clear in progress) before cancelling it.
+CLOSE_TIMEOUT_S = 5.0
+# The pty: input waiting for the interpreter (reading pauses beyond it).
+PTY_INBOX_MAX = 4 * 1024
+# After EIO (no one holds the slave) or EOF, the master is read again after this pause, not in a
+# tight loop.
+PTY_RETRY_S = 0.2
+
+
+class Elm327TcpServer:
+    """ELM327 on TCP: up to `max_clients` at once (more are closed at once); idle ones are kept."""
+
+    name = "elm327"
+
+    def __init__(
+        self,
+        link: ScanToolLink,
+        *,
+        host: str,
+        port: int,
+        max_clients: int = MAX_TCP_CLIENTS,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    ) -> None:
+        self._link = link
+        self._host = host
+        self._port = port
+        self._max_clients = max_clients
+        self._drain_timeout_s = drain_timeout_s
+        self._server: asyncio.Server | None = None
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.refused = 0  # connections closed at once: too many clients
+        self.dropped = 0  # clients dropped for not reading their answers
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        # Aborting a connection ends its conversation (EOF, or a lost connection in a drain);
+        # cancelling the handlers instead would make asyncio 3.11's streams log an error.
+        for writer in self._clients.values():
+            writer.transport.abort()
+        handlers = list(self._clients)
+        if handlers:
+            _, stuck = await asyncio.wait(handlers, timeout=CLOSE_TIMEOUT_S)
+            for task in stuck:
+                task.cancel()
+        await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._server is None or len(self._clients) >= self._max_clients:
+            self.refused += 1
+            if is_power_of_two(self.refused):  # a connection flood cannot flood the log
+                log.info("elm327_client_refused", refused=self.refused, limit=self._max_clients)
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None  # a stream handler always runs in a task
+        self._clients[task] = writer
+        peer = writer.get_extra_info("peername")
+        session = Elm327Session(self._link)
+        log.debug("elm327_client_connected", peer=str(peer))
+        try:
+            await self._converse(session, reader, writer)
+        except TimeoutError:
+            self.dropped += 1
+            if is_power_of_two(self.dropped):
+                log.info("elm327_client_not_reading_dropped", dropped=self.dropped)
+        except ConnectionError:
+            pass  # the client went away mid-answer
+        except Exception:  # a bug: this client is closed, the server serves on
+            log.exception("elm327_client_failed", peer=str(peer))
+        finally:
+            del self._clients[task]
+            # abort, not close: a close would wait for unread output that may never be read.
+            writer.transport.abort()
+            log.debug(
+                "elm327_client_closed",
+                peer=str(peer),
+                lines=session.lines,
+                rejected=session.rejected,
+            )
+
+    async def _converse(
+        self, session: Elm327Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        while data := await reader.read(READ_CHUNK):
+            answer = await session.feed(data)
+            if answer:
+                writer.write(answer)
+                async with asyncio.timeout(self._drain_timeout_s):
+                    await writer.drain()
+
+
+class Elm327PtyServer:
+    """ELM327 on a pseudo-terminal in raw mode: `start` returns the slave's path for the app.
+
+    Like a serial line: what the app does not read stays in the terminal's buffer, and what does
+    not fit there is lost (counted), so an app that left unread answers behind leaves at most that
+    buffer to the next one (which flushes it, as apps do on connecting). The server holds the slave
+    open itself, so the master does not hang up while apps open and close the slave; EIO on the
+    master (no one holds the slave) is handled all the same: read again after a pause."""
+
+    name = "elm327_pty"
+
+    def __init__(self, link: ScanToolLink) -> None:
+        self._session = Elm327Session(link)
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._inbox = bytearray()
+        self._input = asyncio.Event()
+        self._reading = False
+        self._worker: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._io_errors = 0
+        self.lost_output = 0  # answer bytes that did not fit in the terminal's buffer
+
+    @property
+    def lines(self) -> int:
+        """Command lines answered so far."""
+        return self._session.lines
+
+    async def start(self) -> str:
+        master, slave = os.openpty()
+        try:
+            tty.setraw(slave)  # no echo, no CR/LF translation: the bytes are the chip's
+            os.set_blocking(master, False)
+            path = os.ttyname(slave)
+        except OSError:
+            os.close(master)
+            os.close(slave)
+            raise
+        self._master, self._slave = master, slave
+        self._worker = asyncio.create_task(self._work(), name="elm327_pty")
+        self._resume_reading()
+        return path
+
+    async def close(self) -> None:
+        master, slave = self._master, self._slave
+        if master is None or slave is None:
+            return
+        self._pause_reading()
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._master = self._slave = None
+        os.close(master)
+        os.close(slave)
+        log.debug(
+            "elm327_pty_closed",
+            lines=self._session.lines,
+            rejected=self._session.rejected,
+            lost_output=self.lost_output,
+        )
+
+    def _resume_reading(self) -> None:
+        if self._master is not None and not self._reading:
+            asyncio.get_running_loop().add_reader(self._master, self._on_readable)
+            self._reading = True
+
+    def _pause_reading(self) -> None:
+        if self._master is not None and self._reading:
+            asyncio.get_running_loop().remove_reader(self._master)
+            self._reading = False
+
+    def _io_error(self, what: str, error: OSError) -> None:
+        if error.errno == errno.EIO:
+            return  # no one holds the slave: normal between two apps
+        self._io_errors += 1
+        if is_power_of_two(self._io_errors):
+            log.warning(what, error=str(error), errors=self._io_errors)
+
+    def _on_readable(self) -> None:
+        assert self._master is not None  # the reader is removed before the fd is closed
+        try:
+            data = os.read(self._master, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            self._io_error("elm327_pty_read_failed", error)
+            data = b""
+        if not data:  # EIO or EOF: look again in a while, not in a tight loop
+            self._pause_reading()
+            self._retry = asyncio.get_running_loop().call_later(PTY_RETRY_S, self._resume_reading)
+            return
+        self._inbox += data
+        self._input.set()
+        if len(self._inbox) >= PTY_INBOX_MAX:
+            self._pause_reading()  # the interpreter catches up first
+
+    async def _work(self) -> None:
+        while True:
+            await self._input.wait()
+            self._input.clear()
+            while self._inbox:
+                chunk = bytes(self._inbox[:READ_CHUNK])
+                del self._inbox[:READ_CHUNK]
+                try:
+                    answer = await self._session.feed(chunk)
+                except Exception:  # a bug: this input is lost, the adapter answers on
+                    log.exception("elm327_pty_failed")
+                    continue
+                self._write(answer)
+            self._resume_reading()
+
+    def _write(self, answer: bytes) -> None:
+        if self._master is None or not answer:
+            return
+        try:
+            written = os.write(self._master, answer)
+        except BlockingIOError:
+            written = 0  # the terminal's buffer is full: no one is reading
+        except OSError as error:
+            self._io_error("elm327_pty_write_failed", error)
+            written = 0
+        self.lost_output += len(answer) - written
