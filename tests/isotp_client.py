@@ -3,7 +3,7 @@
     python tests/isotp_client.py GROUP PORT OPERATION...
 
 OPERATION is `vin` (0x22 F190), `dtcs` (0x19 02, every status bit), `clear` (0x14 FFFFFF) or
-`write_vin` (0x2E F190, a multi-frame request). Prints one JSON object: operation -> result.
+`write_vin` (0x2E F190, a multi-frame request). Prints one JSON list of [operation, result].
 """
 
 from __future__ import annotations
@@ -50,10 +50,8 @@ def main(group: str, port: str, *operations: str) -> None:
             ),
             params={"tx_padding": 0xCC},
         )
-        results = {}
         with Client(PythonIsoTpConnection(stack), config=config, request_timeout=5) as client:
-            for operation in operations:
-                results[operation] = run(client, operation)
+            results = [[operation, run(client, operation)] for operation in operations]
         print(json.dumps(results))
     finally:
         notifier.stop()

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import doipclient.client
@@ -23,8 +25,12 @@ from hypothesis import strategies as st
 from udsoncan.client import Client
 from udsoncan.Response import Response
 
+from carlightd.core.domain import Kind
+from carlightd.core.dtc import DTCStatus, lookup
+from carlightd.core.memory import StoredDtc
 from carlightd.outputs.scan_tool.doip import DoipServer
-from carlightd.outputs.scan_tool.view import VehicleView
+from carlightd.outputs.scan_tool.uds import UdsServer
+from carlightd.outputs.scan_tool.view import ScanToolLink, VehicleView, supported_entries
 
 VIN = "WCARLIGHT0D000042"
 ECU = 0x0740
@@ -49,8 +55,12 @@ async def tiny_uds(request: bytes) -> bytes | None:
 
 
 @contextlib.asynccontextmanager
-async def serving(**options: Any) -> AsyncIterator[DoipServer]:
-    server = DoipServer(tiny_uds, view, host="127.0.0.1", port=0, logical_address=ECU, **options)
+async def serving(
+    handle: Callable[[bytes], Awaitable[bytes | None]] = tiny_uds,
+    vehicle: Callable[[], VehicleView] = view,
+    **options: Any,
+) -> AsyncIterator[DoipServer]:
+    server = DoipServer(handle, vehicle, host="127.0.0.1", port=0, logical_address=ECU, **options)
     await server.start()
     try:
         yield server
@@ -578,3 +588,126 @@ async def test_fuzzed_frames_never_stop_the_server() -> None:
         await until(lambda: server.open_connections == 0)
         result = await asyncio.to_thread(uds_session, server.port, 3)
         assert result["vin"] == VIN
+
+
+# --- slow answers ---------------------------------------------------------------------------------
+
+
+class Gate:
+    """A handler whose answers to a clear (0x14) wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.finished = 0
+
+    async def handle(self, request: bytes) -> bytes | None:
+        if request[:1] == b"\x14":
+            await self.open.wait()
+            self.finished += 1
+            return b"\x54"
+        return await tiny_uds(request)
+
+
+async def test_response_pending_while_the_answer_is_slow() -> None:
+    gate = Gate()
+    async with serving(gate.handle) as server, raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        await tester.send(diagnostic(b"\x14\xff\xff\xff"))
+        await tester.expect(0x8002)
+        assert (await tester.expect(0x8001))[4:] == b"\x7f\x14\x78"
+        gate.open.set()
+        while (answer := (await tester.expect(0x8001))[4:]) == b"\x7f\x14\x78":
+            pass
+        assert answer == b"\x54"
+
+
+async def test_a_request_runs_to_its_end_when_the_tester_goes() -> None:
+    gate = Gate()
+    async with serving(gate.handle) as server:
+        async with raw(server.port) as tester:
+            assert await tester.activate() == 0x10
+            await tester.send(diagnostic(b"\x14\xff\xff\xff"))
+            assert (await tester.expect(0x8001))[4:] == b"\x7f\x14\x78"
+        await until(lambda: server.open_connections == 0)
+        gate.open.set()
+        await until(lambda: gate.finished == 1)
+
+
+# --- the real UDS server behind the transport -----------------------------------------------------
+
+BRAKE_OPEN = lookup(Kind.LAMP, "open_circuit")
+CONFIRMED = int(
+    DTCStatus.TEST_FAILED
+    | DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
+    | DTCStatus.CONFIRMED_DTC
+    | DTCStatus.TEST_FAILED_SINCE_LAST_CLEAR
+)
+
+
+@dataclass
+class FaultMemory:
+    """A car with a confirmed open brake lamp; its clear empties the memory, as clear_faults."""
+
+    clears: int = 0
+
+    def __post_init__(self) -> None:
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        self.dtcs: tuple[StoredDtc, ...] = (
+            StoredDtc(
+                component="brake_left",
+                kind=Kind.LAMP,
+                failure="open_circuit",
+                dtc=BRAKE_OPEN.code,
+                dtc_status=CONFIRMED,
+                occurrences=1,
+                aging_counter=0,
+                first_failed=at,
+                last_failed=at,
+                freeze_frame=None,
+            ),
+        )
+
+    def view(self) -> VehicleView:
+        return VehicleView(vin=VIN, supported=supported_entries({Kind.LAMP}), dtcs=self.dtcs)
+
+    async def clear(self) -> int:
+        self.clears += 1
+        cleared, self.dtcs = len(self.dtcs), ()
+        return cleared
+
+    def link(self) -> ScanToolLink:
+        return ScanToolLink(view=self.view, clear=self.clear)
+
+
+def workshop_round(port: int) -> dict[str, Any]:
+    """Read the VIN and the confirmed DTCs, clear, read the DTCs again."""
+    config = udsoncan.configs.default_client_config.copy()
+    config["data_identifiers"] = {0xF190: udsoncan.AsciiCodec(17)}
+
+    def confirmed(client: Client) -> list[tuple[int, int]]:
+        response = client.get_dtc_by_status_mask(int(DTCStatus.CONFIRMED_DTC))
+        assert response is not None
+        return [(dtc.id, dtc.status.get_byte_as_int()) for dtc in response.service_data.dtcs]
+
+    with DoIPClient("127.0.0.1", ECU, tcp_port=port, udp_port=port) as doip:  # type: ignore[no-untyped-call]
+        connection = DoIPClientUDSConnector(doip)  # type: ignore[no-untyped-call]
+        with Client(connection, config=config, request_timeout=5) as client:
+            vin = client.read_data_by_identifier(0xF190).service_data.values[0xF190]
+            before = confirmed(client)
+            cleared = client.clear_dtc(0xFFFFFF).positive
+            after = confirmed(client)
+    return {"vin": vin, "before": before, "cleared": cleared, "after": after}
+
+
+async def test_the_uds_server_over_doip() -> None:
+    car = FaultMemory()
+    ecu = UdsServer(car.link())
+    async with serving(ecu.handle, car.view) as server:
+        result = await asyncio.to_thread(workshop_round, server.port)
+    assert result == {
+        "vin": VIN,
+        "before": [(BRAKE_OPEN.uds_code, CONFIRMED)],
+        "cleared": True,
+        "after": [],
+    }
+    assert car.clears == 1

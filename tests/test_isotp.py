@@ -16,6 +16,8 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,12 @@ import udsoncan
 from udsoncan.client import Client
 from udsoncan.connections import PythonIsoTpConnection
 
+from carlightd.core.domain import Kind
+from carlightd.core.dtc import DTCStatus, lookup
+from carlightd.core.memory import StoredDtc
 from carlightd.outputs.scan_tool.isotp import IsotpServer
+from carlightd.outputs.scan_tool.uds import UdsServer
+from carlightd.outputs.scan_tool.view import ScanToolLink, VehicleView, supported_entries
 
 VIN = "WCARLIGHT0D000042"
 CLIENT = Path(__file__).with_name("isotp_client.py")
@@ -76,8 +83,8 @@ async def serving(
         await server.close()
 
 
-async def run_tester(group: str, port: int, *operations: str) -> dict[str, Any]:
-    """Run the udsoncan client in its own process; its JSON answer."""
+async def run_tester(group: str, port: int, *operations: str) -> list[Any]:
+    """Run the udsoncan client in its own process; the result of each operation, in order."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(CLIENT),
@@ -90,8 +97,9 @@ async def run_tester(group: str, port: int, *operations: str) -> dict[str, Any]:
     async with asyncio.timeout(30):
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    result: dict[str, Any] = json.loads(out)
-    return result
+    results: list[tuple[str, Any]] = json.loads(out)
+    assert [operation for operation, _ in results] == list(operations)
+    return [result for _, result in results]
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -126,12 +134,14 @@ async def test_multi_frame_answers_to_a_tester_in_another_process(
 ) -> None:
     group, port = channel
     async with serving(group, port) as server:
-        result = await run_tester(group, port, "vin", "dtcs", "write_vin", "clear")
+        vin, dtcs, written, cleared = await run_tester(
+            group, port, "vin", "dtcs", "write_vin", "clear"
+        )
         assert server.answered == 4
-    assert result["vin"] == VIN  # 20 bytes: a first frame and two consecutive frames
-    assert result["dtcs"] == [list(dtc) for dtc in DTCS]
-    assert result["write_vin"] is True  # a 20-byte request: our flow control worked
-    assert result["clear"] is True
+    assert vin == VIN  # 20 bytes: a first frame and two consecutive frames
+    assert dtcs == [list(dtc) for dtc in DTCS]
+    assert written is True  # a 20-byte request: our flow control worked
+    assert cleared is True
 
 
 async def test_start_names_the_bus_and_close_leaves_no_thread(channel: tuple[str, int]) -> None:
@@ -194,9 +204,9 @@ async def test_malformed_frames_never_stop_the_server(channel: tuple[str, int]) 
             bus.send(frame(0x1F, 0xFF, 0x22, 0xF1, 0x90, 0, 0, 0))
             await until(lambda: counts["isotp_ConsecutiveFrameTimeoutError"] >= 1)
             bus.send(frame(0x1F, 0xFF, 0x22, 0xF1, 0x90, 0, 0, 0))  # and again, interrupted
-        result = await run_tester(group, port, "vin", "dtcs")
-    assert result["vin"] == VIN
-    assert len(result["dtcs"]) == 3
+        vin, dtcs = await run_tester(group, port, "vin", "dtcs")
+    assert vin == VIN
+    assert len(dtcs) == 3
     assert server.answered == 2  # nothing malformed was taken for a request
 
 
@@ -215,8 +225,8 @@ async def test_a_handler_that_fails_costs_one_answer(channel: tuple[str, int]) -
         with raw_bus(group, port) as bus:
             bus.send(frame(0x03, 0x22, 0xF1, 0x90))
             await until(lambda: server.tally.counts["isotp_handler_failed"] == 1)
-        result = await run_tester(group, port, "vin")
-    assert result["vin"] == VIN
+        [vin] = await run_tester(group, port, "vin")
+    assert vin == VIN
 
 
 # --- one process, a virtual bus -------------------------------------------------------------------
@@ -252,3 +262,115 @@ async def test_virtual_bus_in_one_process() -> None:
     finally:
         await server.close()
     assert result == {"vin": VIN, "dtcs": [dtc for dtc, _ in DTCS], "written": True}
+
+
+def raw_isotp_exchange(
+    channel: str, request: bytes, answers: int, on_answer: Callable[[bytes], None]
+) -> list[bytes]:
+    """A bare can-isotp tester on a virtual bus: send one PDU, collect `answers` PDUs (telling
+    `on_answer` of each as it comes)."""
+    bus = can.Bus(interface="virtual", channel=channel)
+    notifier = can.Notifier(bus, [], timeout=0.1)
+    stack = isotp.NotifierBasedCanStack(
+        bus,
+        notifier,
+        address=isotp.Address(isotp.AddressingMode.Normal_11bits, rxid=0x7E8, txid=0x7E0),
+    )
+    stack.start()
+    try:
+        stack.send(bytearray(request))
+        received: list[bytes] = []
+        for _ in range(answers):
+            pdu = stack.recv(block=True, timeout=10)
+            assert pdu is not None, f"{len(received)} answers of {answers}"
+            received.append(bytes(pdu))
+            on_answer(bytes(pdu))
+        return received
+    finally:
+        stack.stop()
+        notifier.stop()
+        bus.shutdown()
+
+
+async def test_response_pending_while_the_answer_is_slow() -> None:
+    loop = asyncio.get_running_loop()
+    opened = asyncio.Event()
+
+    async def slow_clear(request: bytes) -> bytes | None:
+        if request[:1] == b"\x14":
+            await opened.wait()
+        return await tiny_uds(request)
+
+    def open_on_pending(answer: bytes) -> None:
+        if answer == b"\x7f\x14\x78":
+            loop.call_soon_threadsafe(opened.set)
+
+    channel = f"carlightd-{uuid.uuid4().hex}"
+    server = IsotpServer(slow_clear, interface="virtual", channel=channel)
+    await server.start()
+    try:
+        answers = await asyncio.to_thread(
+            raw_isotp_exchange, channel, b"\x14\xff\xff\xff", 2, open_on_pending
+        )
+    finally:
+        await server.close()
+    assert answers == [b"\x7f\x14\x78", b"\x54"]
+
+
+# --- the real UDS server behind the transport -----------------------------------------------------
+
+BRAKE_OPEN = lookup(Kind.LAMP, "open_circuit")
+CONFIRMED = int(
+    DTCStatus.TEST_FAILED
+    | DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
+    | DTCStatus.CONFIRMED_DTC
+    | DTCStatus.TEST_FAILED_SINCE_LAST_CLEAR
+)
+
+
+@dataclass
+class FaultMemory:
+    """A car with a confirmed open brake lamp; its clear empties the memory, as clear_faults."""
+
+    clears: int = 0
+
+    def __post_init__(self) -> None:
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        self.dtcs: tuple[StoredDtc, ...] = (
+            StoredDtc(
+                component="brake_left",
+                kind=Kind.LAMP,
+                failure="open_circuit",
+                dtc=BRAKE_OPEN.code,
+                dtc_status=CONFIRMED,
+                occurrences=1,
+                aging_counter=0,
+                first_failed=at,
+                last_failed=at,
+                freeze_frame=None,
+            ),
+        )
+
+    def view(self) -> VehicleView:
+        return VehicleView(vin=VIN, supported=supported_entries({Kind.LAMP}), dtcs=self.dtcs)
+
+    async def clear(self) -> int:
+        self.clears += 1
+        cleared, self.dtcs = len(self.dtcs), ()
+        return cleared
+
+    def link(self) -> ScanToolLink:
+        return ScanToolLink(view=self.view, clear=self.clear)
+
+
+async def test_the_uds_server_over_isotp(channel: tuple[str, int]) -> None:
+    group, port = channel
+    car = FaultMemory()
+    ecu = UdsServer(car.link())
+    async with serving(group, port, ecu.handle):
+        vin, before, cleared, after = await run_tester(group, port, "vin", "dtcs", "clear", "dtcs")
+    assert vin == VIN
+    assert before == [[BRAKE_OPEN.uds_code, CONFIRMED]]
+    assert cleared is True
+    assert after == []
+    assert car.clears == 1

@@ -33,6 +33,7 @@ from typing import Any, cast
 from doipclient import messages as m
 
 from carlightd import logs
+from carlightd.outputs.scan_tool import uds
 from carlightd.outputs.scan_tool.view import VehicleView
 
 log = logs.get("carlightd.scan_tool.doip")
@@ -90,6 +91,8 @@ MIN_DIAGNOSTIC_LENGTH = 5
 # Never answered on UDP, not even with a NACK: two entities would NACK each other forever.
 UDP_SILENT = frozenset({GENERIC_NACK, ANNOUNCEMENT})
 DISCARD_CHUNK = 65536
+GONE_POLL_S = 0.1  # while a slow answer is awaited, how often to look whether the tester left
+CLOSE_GRACE_S = 2.0  # how long close() lets a request already handed to `handle` finish
 
 
 def generic_nack(code: int) -> m.DoIPMessage:
@@ -159,12 +162,14 @@ class DoipServer:
         general_inactivity: float = 300.0,
         alive_check_timeout: float = 0.5,
         send_timeout: float = 5.0,
+        handle_timeout: float = 30.0,
         udp_replies_per_second: int = 100,
     ) -> None:
         """`max_request_size` bounds a UDS request (larger: diagnostic NACK 0x04) and is
         advertised in the entity status; `max_payload` bounds any DoIP payload (larger: generic
         NACK 0x02, the payload skipped unread). `send_timeout` is how long a reply may wait for
-        a client that does not read before that client is dropped."""
+        a client that does not read before that client is dropped; `handle_timeout` bounds
+        one answer."""
         self._handle = handle
         self._view = view
         self.host = host
@@ -178,9 +183,11 @@ class DoipServer:
         self.general_inactivity = general_inactivity
         self.alive_check_timeout = alive_check_timeout
         self.send_timeout = send_timeout
+        self.handle_timeout = handle_timeout
         self.udp_replies_per_second = udp_replies_per_second
         self.tally = Tally()
         self._connections: set[Connection] = set()
+        self._handling: set[asyncio.Future[bytes | None]] = set()  # requests being answered
         self._tcp: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_window = (0.0, 0)  # second started, replies sent in it
@@ -224,6 +231,11 @@ class DoipServer:
                 connection.task.cancel()
                 tasks.append(connection.task)
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._handling:  # requests whose tester has gone: a moment to finish, then cancelled
+            _, late = await asyncio.wait(set(self._handling), timeout=CLOSE_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if tcp is not None:
             await tcp.wait_closed()
             if self.tally.counts:
@@ -419,16 +431,54 @@ class DoipServer:
         )
         if not await self._send(connection, version, ack):
             return
-        try:
-            response = await self._handle(request)
-        except Exception as error:  # the UDS server promises not to raise; if it does, no answer
-            self.tally.note("doip_handler_failed", error=repr(error))
-            return
-        if response:
+
+        async def send(response: bytes) -> bool:
             reply = m.DiagnosticMessage(  # type: ignore[no-untyped-call]
                 self.logical_address, source, response
             )
-            await self._send(connection, version, reply)
+            return await self._send(connection, version, reply)
+
+        def gone() -> bool:
+            return connection.closed or connection.reader.at_eof()
+
+        response = await self._answer(request, send, gone)
+        if response:
+            await send(response)
+
+    async def _answer(
+        self, request: bytes, send: Callable[[bytes], Awaitable[bool]], gone: Callable[[], bool]
+    ) -> bytes | None:
+        """`handle`'s answer. While it is not ready, 'response pending' (7F SID 78) goes out
+        after P2server and again before each P2*server runs out, as uds.py asks of transports.
+        The request runs to its end even if the tester goes (a clear is not left half done);
+        one that outlasts `handle_timeout` is cancelled."""
+        task = asyncio.ensure_future(self._handle(request))
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.handle_timeout
+        pending_at = loop.time() + uds.RESPONSE_PENDING_AFTER_S
+        while not task.done():
+            # In short steps, to notice a tester that has gone (and free its socket) at once.
+            wake = min(pending_at, deadline, loop.time() + GONE_POLL_S)
+            await asyncio.wait({task}, timeout=max(0.0, wake - loop.time()))
+            if task.done():
+                break
+            if gone():
+                return None
+            if loop.time() >= deadline:
+                task.cancel()
+                self.tally.note("doip_handler_timeout", request=request[:8].hex())
+                return None
+            if loop.time() >= pending_at:
+                if not await send(uds.response_pending(request)):
+                    return None
+                pending_at = loop.time() + uds.RESPONSE_PENDING_EVERY_S
+        try:
+            return task.result()
+        except Exception as error:  # the UDS server promises not to raise; if it does, no answer
+            self.tally.note("doip_handler_failed", error=repr(error))
+            return None
 
     def _status_reply(self, payload_type: int) -> m.DoIPMessage | None:
         if payload_type == ENTITY_STATUS:

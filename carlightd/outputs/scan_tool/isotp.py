@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -24,6 +25,7 @@ import can
 import isotp
 
 from carlightd import logs
+from carlightd.outputs.scan_tool import uds
 
 log = logs.get("carlightd.scan_tool.isotp")
 
@@ -33,6 +35,7 @@ Handle = Callable[[bytes], Awaitable[bytes | None]]
 STACK_LOGGER = "carlightd.scan_tool.isotp.stack"
 PADDING = 0xCC  # frames padded to 8 bytes, the byte ISO 15765-2 suggests
 RECV_POLL_S = 0.1  # how often the serving thread looks up from an empty queue to see if it stops
+CLOSE_GRACE_S = 2.0  # how long close() lets a request already handed to `handle` finish
 MAX_BACKLOG = 16  # complete requests waiting to be answered; beyond, the oldest are dropped
 
 
@@ -81,7 +84,7 @@ class IsotpServer:
         request_id: int = 0x7E0,
         response_id: int = 0x7E8,
         bus_options: Mapping[str, Any] | None = None,
-        handle_timeout: float = 5.0,
+        handle_timeout: float = 30.0,
         send_timeout: float = 5.0,
     ) -> None:
         """`bus_options` go to `can.Bus` as they are (e.g. a udp_multicast `port`).
@@ -192,27 +195,46 @@ class IsotpServer:
             if request is None:
                 continue
             self._trim_backlog(stack)
-            response = self._answer(loop, bytes(request))
+            response = self._answer(loop, stack, bytes(request))
             if response and not self._stopping.is_set():
                 self._send(stack, response)
 
-    def _answer(self, loop: asyncio.AbstractEventLoop, request: bytes) -> bytes | None:
+    def _answer(
+        self, loop: asyncio.AbstractEventLoop, stack: isotp.NotifierBasedCanStack, request: bytes
+    ) -> bytes | None:
+        """`handle`'s answer. While it is not ready, 'response pending' (7F SID 78) goes out
+        after P2server and again before each P2*server runs out, as uds.py asks of transports;
+        one that outlasts `handle_timeout` is cancelled."""
         try:
             future = asyncio.run_coroutine_threadsafe(self._call_handle(request), loop)
         except RuntimeError:  # the loop is closed: the daemon is going
             self._stopping.set()
             return None
-        try:
-            response = future.result(timeout=self.handle_timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            self.tally.note("isotp_handler_timeout", request=request[:8].hex())
-            return None
-        except Exception as error:  # the UDS server promises not to raise; if it does, no answer
-            self.tally.note("isotp_handler_failed", error=repr(error))
-            return None
-        self.answered += 1
-        return response
+        started = time.monotonic()
+        deadline = started + self.handle_timeout
+        pending_at = started + uds.RESPONSE_PENDING_AFTER_S
+        while True:
+            # Never longer than RECV_POLL_S at a time, so that close() is not kept waiting.
+            timeout = min(pending_at, deadline, time.monotonic() + RECV_POLL_S) - time.monotonic()
+            try:
+                response = future.result(timeout=max(0.0, timeout))
+            except concurrent.futures.TimeoutError:
+                now = time.monotonic()
+                if self._stopping.is_set():  # closing: a moment to finish (a clear, say)
+                    deadline = min(deadline, now + CLOSE_GRACE_S)
+                if now >= deadline:
+                    future.cancel()
+                    self.tally.note("isotp_handler_timeout", request=request[:8].hex())
+                    return None
+                if now >= pending_at:
+                    self._send(stack, uds.response_pending(request))
+                    pending_at = now + uds.RESPONSE_PENDING_EVERY_S
+                continue
+            except Exception as error:  # the UDS server promises not to raise; if it does: silence
+                self.tally.note("isotp_handler_failed", error=repr(error))
+                return None
+            self.answered += 1
+            return response
 
     async def _call_handle(self, request: bytes) -> bytes | None:
         return await self._handle(request)
