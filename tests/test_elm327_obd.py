@@ -147,6 +147,29 @@ async def test_python_obd_reads_the_car_over_tcp(daemon: Daemon) -> None:
         await server.close()
 
 
+async def test_python_obd_fast_mode_counts_answers_and_repeats_with_a_lone_cr(
+    daemon: Daemon,
+) -> None:
+    """fast=True: python-OBD appends the expected frame count ("010C1") and sends a bare CR to
+    repeat the command it sent last."""
+    server = Elm327TcpServer(daemon.link(), host="127.0.0.1", port=0)
+    endpoint = await server.start()
+    try:
+        portstr = f"socket://127.0.0.1:{port_of(endpoint)}"
+        connection = await asyncio.to_thread(obd.OBD, portstr, fast=True, timeout=OBD_TIMEOUT_S)
+        try:
+            assert connection.status() == OBDStatus.CAR_CONNECTED
+            for _ in range(3):  # 010C, then 010C1, then a lone CR
+                rpm = await query(connection, obd.commands.RPM)
+                assert rpm.value.to("rpm").magnitude == 800
+            vin = (await query(connection, obd.commands.VIN)).value
+            assert bytes(vin) == VIN.encode()
+        finally:
+            await asyncio.to_thread(connection.close)
+    finally:
+        await server.close()
+
+
 async def test_python_obd_reads_the_car_over_the_pty_again_and_again(daemon: Daemon) -> None:
     server = Elm327PtyServer(daemon.link())
     path = await server.start()

@@ -67,7 +67,7 @@ class Elm327TcpServer:
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._serve, self._host, self._port)
         host, port = self._server.sockets[0].getsockname()[:2]
-        return f"{host}:{port}"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def close(self) -> None:
         server, self._server = self._server, None
