@@ -590,6 +590,29 @@ async def test_fuzzed_frames_never_stop_the_server() -> None:
         assert result["vin"] == VIN
 
 
+async def test_udp_garbage_never_stops_discovery() -> None:
+    async with serving(udp_replies_per_second=100_000) as server:
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(datagram=st.one_of(st.binary(max_size=64), messages))
+        def fuzz(datagram: bytes) -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(datagram, ("127.0.0.1", server.port))
+
+        await asyncio.to_thread(fuzz)
+        [reply] = await asyncio.to_thread(udp_exchange, server.port, [frame(0x0001)], 1)
+        assert reply[8:25] == VIN.encode()
+
+
+async def test_udp_replies_are_rationed() -> None:
+    async with serving(udp_replies_per_second=10) as server:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(50):
+                sock.sendto(frame(0x9999), ("127.0.0.1", server.port))
+        await until(lambda: server.tally.counts["doip_udp_over_budget"] >= 30)
+        assert server.tally.counts["doip_udp_unknown_payload_type"] == 50
+
+
 # --- slow answers ---------------------------------------------------------------------------------
 
 

@@ -1,10 +1,12 @@
 """UDS over DoIP (ISO 13400-2, protocol versions 2 (2012) and 3 (2019)): a DoIP node.
 
 - TCP_DATA on host:port: routing activation, diagnostic messages (acknowledged, then answered
-  by `handle`), alive check, entity status and power mode; every header or payload error is
-  answered with the standard's negative acknowledgement.
-- UDP on the same port: vehicle identification (plain, by EID, by VIN), entity status and power
-  mode, as doipclient's `get_entity` and `request_*` methods send them.
+  by `handle`, with 'response pending' while a slow answer is awaited), alive check, entity
+  status and power mode; every header or payload error is answered with the standard's
+  negative acknowledgement. Replies are in the protocol version of the request.
+- UDP on the same port: vehicle identification (plain, by EID, by VIN; version 0xFF accepted
+  there and answered in version 2), entity status and power mode, as doipclient's `get_entity`
+  and `request_*` methods send them. Garbage is NACKed, and replies are rationed per second.
 
 Everything a client sends is bounded: the payload size, the number of sockets, the time to
 activate routing and the idle time after, and the time a reply may wait for a client that does
