@@ -347,3 +347,23 @@ async def test_tcp_survives_hostile_bytes(daemon: Daemon) -> None:
         writer.close()
     finally:
         await server.close()
+
+
+async def test_tcp_a_client_that_half_closes_gets_every_answer_then_eof(daemon: Daemon) -> None:
+    server = Elm327TcpServer(daemon.link(), host="127.0.0.1", port=0)
+    port = port_of(await server.start())
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # more answers than it holds
+    try:
+        slow.connect(("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=slow)
+        writer.write(b"ATE0\r" + b"03\r" * 20_000)
+        writer.write_eof()
+        await until(lambda: server.client_count == 1)
+        async with asyncio.timeout(10):
+            received = await reader.read()  # up to the server's EOF
+        assert received == b"ATE0\rOK\r\r>" + b"43 01 06 20\r\r>" * 20_000
+        await until(lambda: server.client_count == 0)
+        writer.close()
+    finally:
+        await server.close()

@@ -59,6 +59,7 @@ class Elm327TcpServer:
         self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.refused = 0  # connections closed at once: too many clients
         self.dropped = 0  # clients dropped for not reading their answers
+        self.failures = 0  # conversations ended by a bug (logged, the server serves on)
 
     @property
     def client_count(self) -> int:
@@ -98,8 +99,10 @@ class Elm327TcpServer:
         peer = writer.get_extra_info("peername")
         session = Elm327Session(self._link)
         log.debug("elm327_client_connected", peer=str(peer))
+        ended_by_client = False
         try:
             await self._converse(session, reader, writer)
+            ended_by_client = True
         except TimeoutError:
             self.dropped += 1
             if is_power_of_two(self.dropped):
@@ -107,17 +110,30 @@ class Elm327TcpServer:
         except ConnectionError:
             pass  # the client went away mid-answer
         except Exception:  # a bug: this client is closed, the server serves on
-            log.exception("elm327_client_failed", peer=str(peer))
+            self.failures += 1
+            if is_power_of_two(self.failures):
+                log.exception("elm327_client_failed", peer=str(peer), failures=self.failures)
         finally:
-            del self._clients[task]
-            # abort, not close: a close would wait for unread output that may never be read.
+            if ended_by_client:
+                await self._hang_up(writer)
+            # Otherwise abort, not close: a close would wait for output that may never be read.
             writer.transport.abort()
+            del self._clients[task]
             log.debug(
                 "elm327_client_closed",
                 peer=str(peer),
                 lines=session.lines,
                 rejected=session.rejected,
             )
+
+    async def _hang_up(self, writer: asyncio.StreamWriter) -> None:
+        """After the client's EOF: its last answers go out, then ours, within the drain timeout."""
+        writer.close()
+        try:
+            async with asyncio.timeout(self._drain_timeout_s):
+                await writer.wait_closed()
+        except (TimeoutError, OSError):
+            pass  # the caller aborts
 
     async def _converse(
         self, session: Elm327Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
