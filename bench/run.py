@@ -10,6 +10,8 @@ five minutes; every measurement is taken in the same run.
 - fleet_vehicles_on_time: the most cars one `carlightd fleet` process runs at a 1 s cycle with
   every cycle on time; fleet_msgs_per_s at that load; raw_aiomqtt_msgs_per_s: a bare aiomqtt
   publisher of the same payloads, back to back; fleet_vs_raw their ratio.
+- uds_rtt_ms_*, uds_raw_rtt_ms_*, uds_handler_us_*, elm327_rtt_ms_*, elm327_obd_rtt_ms_*: the
+  scan-tool face's round trips on loopback (bench/scan_tool.py says what each one covers).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 import aiomqtt
 
 from bench.cars import car_settings
+from bench.scan_tool import scan_tool_rtts
 from carlightd.contract.payloads import ComponentPayload, TelemetryPayload
 from carlightd.tools.fleet import run_fleet
 from carlightd.tools.workbench import Bench
@@ -312,6 +315,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--fleet-seconds", type=float, default=15.0)
     parser.add_argument("--fleet-budget-s", type=float, default=150.0)
+    parser.add_argument("--scan-tool-requests", type=int, default=1000)
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": {
@@ -344,6 +348,9 @@ def main() -> None:
     cpu, rss = idle(args.idle_seconds)
     results["idle_cpu_percent"] = round(cpu, 3)
     results["idle_rss_mb"] = round(rss, 1)
+
+    step(f"scan-tool round trips, {args.scan_tool_requests} requests of each kind")
+    results.update(scan_tool_rtts(args.scan_tool_requests))
 
     step("fleet capacity at a 1 s cycle, one process")
     vehicles, stats = fleet_capacity(args.fleet_seconds, args.fleet_budget_s)

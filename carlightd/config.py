@@ -191,8 +191,9 @@ VIN_PATTERN = r"^[A-HJ-NPR-Z0-9]{17}$"
 
 class VehicleConfig(_Section):
     id: Identifier = "demo-car"
-    # What a scan tool reads (UDS 0xF190, OBD-II mode 09 PID 02).
-    vin: str = Field(default="CARLGHTD000000001", pattern=VIN_PATTERN)
+    # What a scan tool reads (UDS 0xF190, OBD-II mode 09 PID 02). The default neither starts nor
+    # ends with 0, 1 or 2: python-OBD 0.7 strips those from both ends of a VIN it reads.
+    vin: str = Field(default="CLDSMLT12V0000043", pattern=VIN_PATTERN)
     ignition: Ignition = Ignition.RUN
 
 

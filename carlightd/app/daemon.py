@@ -16,11 +16,12 @@ from carlightd.app.cycle import CycleRunner
 from carlightd.app.systemd import Notifier
 from carlightd.config import Settings
 from carlightd.core.diagnoser import CycleReport, Diagnoser
-from carlightd.core.domain import Ignition
+from carlightd.core.domain import Ignition, Kind
 from carlightd.core.memory import FaultEvent, FaultMemory
 from carlightd.outputs import ConnectedOutput, Output
 from carlightd.outputs.mqtt.commands import CommandHandler
 from carlightd.outputs.mqtt.publisher import DaemonLink, Publisher
+from carlightd.outputs.scan_tool.output import ScanToolOutput
 from carlightd.runtime import signals
 from carlightd.sources.simulated.car import Car
 from carlightd.sources.simulated.source import SimulatedSource
@@ -163,6 +164,10 @@ class CarWorkshop:
         return len((await self.daemon.clear_faults()).events)
 
 
+def _kinds(settings: Settings) -> set[Kind]:
+    return {Kind(component.kind) for component in settings.components}
+
+
 class Service:
     """The daemon on the wire: the cycle loop and the MQTT publisher, stopped together; it tells
     systemd how it is doing, writes a heartbeat, and takes a new configuration on reload."""
@@ -194,12 +199,16 @@ class Service:
                 event_seq=lambda: memory.seq,
                 problems=self._problems,
                 continue_above=self._continue_above,
+                state_saved=lambda: self.daemon.runner.store.problem is None,
             )
             self.publisher = Publisher(settings, self.handler, link)
+            self.scan_tool = ScanToolOutput(
+                settings.scan_tool, settings.vehicle.vin, _kinds(settings), workshop
+            )
         # The publisher carries the commands whose effects it then reports: it joins the loop's
         # outputs once it exists. Every output with a life of its own runs beside the loop.
-        outputs.append(self.publisher)
-        self.connected_outputs: list[ConnectedOutput] = [self.publisher]
+        outputs.extend([self.publisher, self.scan_tool])
+        self.connected_outputs: list[ConnectedOutput] = [self.publisher, self.scan_tool]
         self.stop = asyncio.Event()
         self._ready = False
         self._status = ""
@@ -210,7 +219,7 @@ class Service:
     def _problems(self) -> list[str]:
         """What is wrong with the daemon itself, for ROOT/status."""
         problem = self.daemon.runner.store.problem
-        return [problem] if problem else []
+        return ([problem] if problem else []) + self.scan_tool.problems()
 
     def _continue_above(self, broker_seq: int) -> None:
         """The broker remembers events up to `broker_seq`, more than the state file said (it was
@@ -236,7 +245,11 @@ class Service:
         mqtt = "connected" if self.publisher.connected else "disconnected"
         line = f"cycle {report.cycle}, {len(report.faults)} faults, MQTT {mqtt}"
         problem = self.daemon.runner.store.problem
-        return line if problem is None else f"{line}, STATE NOT SAVED: {problem}"
+        if problem is not None:
+            line = f"{line}, STATE NOT SAVED: {problem}"
+        for scan_tool_problem in self.scan_tool.problems():
+            line = f"{line}, {scan_tool_problem}"
+        return line
 
     def _after_cycle(self, report: CycleReport, on_time: bool) -> None:
         status = self._status_line(report)
@@ -309,20 +322,23 @@ class Service:
         old = self.settings
         applied: list[str] = []
         refused: list[str] = []
-        # Identity: changing it live would mix two cars' fault memories and state files.
+        # Identity: changing it live would mix two cars' fault memories and state files. The
+        # scan-tool servers keep their sockets and bus until a restart.
         for name, before, after in (
             ("vehicle.id", old.vehicle.id, new.vehicle.id),
             ("diagnostics.state_dir", old.diagnostics.state_dir, new.diagnostics.state_dir),
+            ("scan_tool", old.scan_tool, new.scan_tool),
         ):
             if before != after:
                 refused.append(name)
-        if refused:  # keep the identity of the running car; apply the rest
+        if refused:  # keep the identity of the running car and its servers; apply the rest
             new = new.model_copy(
                 update={
                     "vehicle": new.vehicle.model_copy(update={"id": old.vehicle.id}),
                     "diagnostics": new.diagnostics.model_copy(
                         update={"state_dir": old.diagnostics.state_dir}
                     ),
+                    "scan_tool": old.scan_tool,
                 }
             )
         runner, memory = self.daemon.runner, self.daemon.diagnoser.memory
@@ -345,6 +361,9 @@ class Service:
         if new.commands != old.commands:
             self.handler.enabled = new.commands.enabled
             applied.append("commands")
+        if new.vehicle.vin != old.vehicle.vin:
+            self.scan_tool.set_vin(new.vehicle.vin)
+            applied.append("vehicle.vin")
         if new.vehicle.ignition != old.vehicle.ignition:
             applied.append("vehicle.ignition (the initial key position; no effect until restart)")
         self.settings = new
@@ -370,6 +389,7 @@ class Service:
         self.publisher.forget_parts(set(old.parts) - set(car.parts))
         before = len(self.daemon.diagnoser.memory.records)
         self.daemon.diagnoser.replace_parts(settings.components, runner.wall_clock())
+        self.scan_tool.set_kinds(_kinds(settings))
         log.info(
             "car_replaced",
             components=len(settings.components),

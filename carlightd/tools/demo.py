@@ -79,7 +79,44 @@ def demo_settings(settings: Settings, state_dir: Path) -> Settings:
             "vehicle": settings.vehicle.model_copy(update={"ignition": Ignition.RUN}),
             "simulation": settings.simulation.model_copy(update={"profile": "drive"}),
             "diagnostics": settings.diagnostics.model_copy(update={"state_dir": state_dir}),
+            # The ELM327 on a pseudo-terminal too, for apps and tools that want a serial port.
+            "scan_tool": settings.scan_tool.model_copy(update={"elm327_pty": True}),
         }
+    )
+
+
+def scan_tool_instructions(settings: Settings, endpoints: dict[str, str]) -> str:
+    """Where the workshop's tools reach the car (only the interfaces that did start)."""
+    lines = ['For the workshop (see the README, "For the workshop"):']
+    if "doip" in endpoints:
+        host, _, port = endpoints["doip"].rpartition(":")
+        address = settings.scan_tool.logical_address
+        lines += [
+            f"  UDS over DoIP: {endpoints['doip']}, ECU logical address {address:#06x}",
+            f"    DoIPClient({host!r}, {address:#06x}, tcp_port={port}) with udsoncan",
+        ]
+    if "isotp" in endpoints:
+        lines.append(f"  UDS over ISO-TP: {endpoints['isotp']}")
+    if "elm327" in endpoints:
+        lines += [
+            f"  OBD-II, ELM327 on TCP: {endpoints['elm327']}",
+            f'    obd.OBD("socket://{endpoints["elm327"]}")  (python-OBD), or a Wi-Fi OBD app',
+        ]
+    if "elm327_pty" in endpoints:
+        lines.append(f"  OBD-II, ELM327 on a serial port: {endpoints['elm327_pty']}")
+    if len(lines) == 1:
+        config = settings.scan_tool
+        if config.doip or config.isotp or config.elm327 or config.elm327_pty:
+            lines.append("  (no scan-tool interface could start: the log says why)")
+        else:
+            lines.append("  (the scan-tool interfaces are off: [scan_tool] in the configuration)")
+    return "\n".join(lines)
+
+
+async def print_scan_tool_instructions(service: Service, out: TextIO) -> None:
+    await service.scan_tool.started.wait()
+    print(
+        scan_tool_instructions(service.settings, service.scan_tool.endpoints), file=out, flush=True
     )
 
 
@@ -129,3 +166,6 @@ async def demo(settings: Settings, out: TextIO) -> None:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(service.run(), name="service")
                     group.create_task(run_script(service, service.stop), name="demo-script")
+                    group.create_task(
+                        print_scan_tool_instructions(service, out), name="demo-scan-tool"
+                    )

@@ -88,6 +88,9 @@ class DaemonLink:
     # The highest seq the broker remembers, told once at the first connection (a restart from an
     # older state file continues above it).
     continue_above: Callable[[int], None]
+    # Whether the fault memory is saved (one of the problems may say why not; others, such as a
+    # scan-tool port in use, leave it saved).
+    state_saved: Callable[[], bool] = lambda: True
 
     @classmethod
     def detached(cls) -> DaemonLink:
@@ -153,6 +156,7 @@ class Publisher:
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started_at = datetime.now(UTC)
         self.problems = link.problems
+        self.state_saved = link.state_saved
         self._status_key: tuple[Any, ...] | None = None
         # The highest event seq handed out so far (the fault memory's); ROOT/status carries it
         # and reaches the broker before any event numbered up to it.
@@ -300,7 +304,8 @@ class Publisher:
         """Restate `ROOT/status` when what it says changed (problems, or the last event seq)."""
         problems = self.problems()
         seq = self.event_seq()
-        key = (tuple(problems), seq)
+        saved = self.state_saved()
+        key = (tuple(problems), seq, saved)
         if key == self._status_key:
             return
         payload = StatusPayload(
@@ -308,7 +313,7 @@ class Publisher:
             updated_at=datetime.now(UTC),
             instance=self.instance,
             started_at=self.started_at,
-            state_saved=not problems,
+            state_saved=saved,
             problems=[printable(problem) for problem in problems],
             last_event_seq=seq,
         )
