@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import struct
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -36,6 +35,7 @@ from doipclient import messages as m
 
 from carlightd import logs
 from carlightd.outputs.scan_tool import uds
+from carlightd.outputs.scan_tool.tally import Tally
 from carlightd.outputs.scan_tool.view import VehicleView
 
 log = logs.get("carlightd.scan_tool.doip")
@@ -115,21 +115,6 @@ def valid_pattern(version: int, inverse: int, *, vehicle_identification: bool = 
     return version in PROTOCOL_VERSIONS or (vehicle_identification and version == ANY_VERSION)
 
 
-class Tally:
-    """Counts what clients did wrong (or what the server had to do about them); logs the first
-    few of each kind and then each power of two, so a flood costs a handful of log lines."""
-
-    def __init__(self, first: int = 5) -> None:
-        self.counts: Counter[str] = Counter()
-        self._first = first
-
-    def note(self, event: str, **fields: object) -> None:
-        self.counts[event] += 1
-        count = self.counts[event]
-        if count <= self._first or count & (count - 1) == 0:
-            log.warning(event, count=count, **fields)
-
-
 @dataclass(eq=False)
 class Connection:
     """One TCP_DATA socket and the tester registered on it."""
@@ -187,7 +172,7 @@ class DoipServer:
         self.send_timeout = send_timeout
         self.handle_timeout = handle_timeout
         self.udp_replies_per_second = udp_replies_per_second
-        self.tally = Tally()
+        self.tally = Tally(log)
         self._connections: set[Connection] = set()
         self._handling: set[asyncio.Future[bytes | None]] = set()  # requests being answered
         self._tcp: asyncio.Server | None = None

@@ -17,7 +17,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,6 +25,7 @@ import isotp
 
 from carlightd import logs
 from carlightd.outputs.scan_tool import uds
+from carlightd.outputs.scan_tool.tally import Tally
 
 log = logs.get("carlightd.scan_tool.isotp")
 
@@ -37,23 +37,6 @@ PADDING = 0xCC  # frames padded to 8 bytes, the byte ISO 15765-2 suggests
 RECV_POLL_S = 0.1  # how often the serving thread looks up from an empty queue to see if it stops
 CLOSE_GRACE_S = 2.0  # how long close() lets a request already handed to `handle` finish
 MAX_BACKLOG = 16  # complete requests waiting to be answered; beyond, the oldest are dropped
-
-
-class Tally:
-    """Counts what went wrong on the bus; logs the first few of each kind and then each power of
-    two. Called from can-isotp's and python-can's threads, hence the lock."""
-
-    def __init__(self, first: int = 5) -> None:
-        self.counts: Counter[str] = Counter()
-        self._first = first
-        self._lock = threading.Lock()
-
-    def note(self, event: str, **fields: object) -> None:
-        with self._lock:
-            self.counts[event] += 1
-            count = self.counts[event]
-        if count <= self._first or count & (count - 1) == 0:
-            log.warning(event, count=count, **fields)
 
 
 class _BusErrors(can.Listener):
@@ -98,7 +81,7 @@ class IsotpServer:
         self.bus_options = dict(bus_options or {})
         self.handle_timeout = handle_timeout
         self.send_timeout = send_timeout
-        self.tally = Tally()
+        self.tally = Tally(log)
         self.answered = 0
         self._bus: can.BusABC | None = None
         self._notifier: can.Notifier | None = None
