@@ -17,6 +17,8 @@ ENV PATH=/opt/carlightd/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/carlightd
 VOLUME ["/var/lib/carlightd"]
+# The scan-tool face: UDS over DoIP (TCP, and UDP for vehicle identification), OBD-II (ELM327).
+EXPOSE 13400/tcp 13400/udp 35000/tcp
 # Healthy while the diagnostic loop completes cycles (a heartbeat it writes every cycle).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=15s --retries=3 CMD ["carlightd", "health"]
 ENTRYPOINT ["carlightd"]

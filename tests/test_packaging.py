@@ -50,6 +50,10 @@ def test_compose_runs_mosquitto_and_carlightd() -> None:
     assert "eclipse-mosquitto:" in text
     assert "CARLIGHTD_MQTT__HOST: mosquitto" in text
     assert "build: ." in text
+    # The scan-tool ports reach the host, on its loopback only.
+    for port in ("13400:13400/tcp", "13400:13400/udp", "35000:35000/tcp"):
+        assert f'- "127.0.0.1:{port}"' in text, port
+    assert "CARLIGHTD_SCAN_TOOL__DOIP_HOST: 0.0.0.0" in text
 
 
 def test_the_wheel_ships_the_dashboards_assets(tmp_path: Path) -> None:
