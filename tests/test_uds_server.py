@@ -71,7 +71,7 @@ UDSONCAN_CONFIG: dict[str, Any] = {
 BRAKE_OPEN = lookup(Kind.LAMP, "open_circuit")  # B1200 0x13 -> 0x920013
 HEADLAMP_SHORT = lookup(Kind.LAMP, "short_circuit")
 DEAD_CELL = lookup(Kind.BATTERY, "dead_cell")
-VIN = "CARLGHTD000000001"
+VIN = "CLDSMLT12V0000043"  # the default [vehicle] vin
 
 
 # --- views and links ------------------------------------------------------------------------------

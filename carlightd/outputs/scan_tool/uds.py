@@ -29,6 +29,7 @@ from udsoncan.services.TesterPresent import TesterPresent
 from carlightd import logs
 from carlightd.core.dtc import DTCStatus, lookup
 from carlightd.core.memory import FreezeFrame
+from carlightd.errors import CarlightdError
 from carlightd.outputs.scan_tool import records
 from carlightd.outputs.scan_tool.view import ScanToolLink, VehicleView
 
@@ -75,7 +76,7 @@ SUPPRESSIBLE_SERVICES = frozenset(
 )
 
 
-class _Rejected(Exception):
+class _Rejected(CarlightdError):
     """A handler refuses the request; `handle` answers 7F SID code."""
 
     def __init__(self, code: int) -> None:
