@@ -256,8 +256,21 @@ async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: 
         return await reader.readuntil(b">")
 
 
-async def test_tcp_serves_four_clients_and_closes_a_fifth_at_once(daemon: Daemon) -> None:
-    server = Elm327TcpServer(daemon.link(), host="127.0.0.1", port=0)
+async def refused(reader: asyncio.StreamReader) -> bool:
+    """Whether the server reset this connection without a word."""
+    try:
+        async with asyncio.timeout(10):
+            await reader.read()
+    except ConnectionResetError:
+        return True
+    return False
+
+
+async def test_tcp_serves_four_clients_and_refuses_a_fifth_while_they_spoke_lately(
+    daemon: Daemon,
+) -> None:
+    # No eviction within this test: the four spoke less than a minute ago.
+    server = Elm327TcpServer(daemon.link(), host="127.0.0.1", port=0, evict_after_s=60.0)
     port = port_of(await server.start())
     try:
         clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
@@ -265,10 +278,9 @@ async def test_tcp_serves_four_clients_and_closes_a_fifth_at_once(daemon: Daemon
             assert await ask(reader, writer, b"ATI") == b"ATI\rELM327 v1.5\r\r>"
         assert server.client_count == 4
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        async with asyncio.timeout(10):
-            assert await reader.read() == b""  # closed without a word
+        assert await refused(reader)
         writer.close()
-        assert server.refused == 1
+        assert (server.refused, server.evicted) == (1, 0)
         # One leaves; a newcomer gets its place, with a session of its own (echo on).
         clients[0][1].close()
         await until(lambda: server.client_count == 3)
@@ -286,6 +298,137 @@ async def test_tcp_serves_four_clients_and_closes_a_fifth_at_once(daemon: Daemon
         assert await clients[2][0].read() == b""
     for _, client in [*clients, (reader, writer)]:
         client.close()
+
+
+async def test_tcp_four_silent_clients_make_room_for_python_obd(daemon: Daemon) -> None:
+    # Any silence is long enough here: the threshold itself is the next test's business.
+    server = Elm327TcpServer(daemon.link(), host="127.0.0.1", port=0, evict_after_s=0.0)
+    port = port_of(await server.start())
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+    try:
+        await until(lambda: server.client_count == 4)
+        connection = await connect_obd(f"socket://127.0.0.1:{port}")
+        try:
+            assert connection.status() == OBDStatus.CAR_CONNECTED
+            rpm = await query(connection, obd.commands.RPM)
+            assert rpm.value.to("rpm").magnitude == 800
+        finally:
+            await asyncio.to_thread(connection.close)
+        # python-OBD took the slot of the first silent client (silent since it came first).
+        assert (server.evicted, server.refused) == (1, 0)
+        async with asyncio.timeout(10):
+            assert await silent[0][0].read() == b""
+        for reader, writer in silent[1:]:
+            assert await ask(reader, writer, b"ATI") == b"ATI\rELM327 v1.5\r\r>"
+    finally:
+        for _, writer in silent:
+            writer.close()
+        await server.close()
+
+
+class Poller:
+    """An app polling engine speed every 100 ms on its own connection, counting the answers."""
+
+    PERIOD_S = 0.1
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.answered = 0
+        self.quiet = asyncio.Event()
+        self.task = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        assert await ask(self.reader, self.writer, b"ATE0") == b"ATE0\rOK\r\r>"
+        while not self.quiet.is_set():
+            assert await ask(self.reader, self.writer, b"010C") == b"41 0C 0C 80\r\r>"
+            self.answered += 1
+            await asyncio.sleep(self.PERIOD_S)
+
+
+async def keep_being_served(pollers: list[Poller], answers: int = 5) -> None:
+    """Until each poller has been answered `answers` more times; a poller's failure is raised."""
+    served = [poller.answered for poller in pollers]
+
+    def each_answered() -> bool:
+        for poller in pollers:
+            if poller.task.done():
+                poller.task.result()  # raises what failed it
+                raise AssertionError("a poller stopped while it should be polling")
+        return all(p.answered >= n + answers for p, n in zip(pollers, served, strict=True))
+
+    await until(each_answered)
+
+
+async def test_tcp_four_polling_clients_keep_their_slots_until_one_falls_silent(
+    daemon: Daemon,
+) -> None:
+    evict_after_s = 1.0  # ten polling periods
+    server = Elm327TcpServer(daemon.link(), host="127.0.0.1", port=0, evict_after_s=evict_after_s)
+    port = port_of(await server.start())
+    pollers = [Poller(*await asyncio.open_connection("127.0.0.1", port)) for _ in range(4)]
+    try:
+        # Connected longer ago than evict_after_s, but heard from every 100 ms.
+        rounds = round(2 * evict_after_s / Poller.PERIOD_S)
+        await until(lambda: all(poller.answered >= rounds for poller in pollers))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await refused(reader)
+        writer.close()
+        assert (server.refused, server.evicted, server.client_count) == (1, 0, 4)
+        await keep_being_served(pollers)
+
+        # The first app stops polling: once it has been silent evict_after_s, a newcomer (trying
+        # every 100 ms, refused until then) gets its slot.
+        pollers[0].quiet.set()
+        await pollers[0].task
+        async with asyncio.timeout(15):
+            while True:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    answer = await ask(reader, writer, b"ATI")
+                    break
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    writer.close()
+                    await asyncio.sleep(Poller.PERIOD_S)
+        assert answer == b"ATI\rELM327 v1.5\r\r>"
+        assert (server.evicted, server.client_count) == (1, 4)
+        async with asyncio.timeout(10):
+            assert await pollers[0].reader.read() == b""  # the silent one was closed
+        await keep_being_served(pollers[1:])
+        writer.close()
+    finally:
+        for poller in pollers:
+            poller.quiet.set()
+        await asyncio.gather(*(poller.task for poller in pollers), return_exceptions=True)
+        for poller in pollers:
+            poller.writer.close()
+        await server.close()
+
+
+async def test_tcp_evicts_the_client_silent_the_longest_and_closes_its_socket(
+    daemon: Daemon,
+) -> None:
+    server = Elm327TcpServer(daemon.link(), host="127.0.0.1", port=0, evict_after_s=0.0)
+    port = port_of(await server.start())
+    clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+    newcomers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        await until(lambda: server.client_count == 4)
+        # 0 and 2 speak; 1 and 3 stay silent since connecting, 1 the longest.
+        for index in (0, 2):
+            assert await ask(*clients[index], b"ATI") == b"ATI\rELM327 v1.5\r\r>"
+        for expected_evicted, silent_longest in enumerate((1, 3), start=1):
+            newcomers.append(await asyncio.open_connection("127.0.0.1", port))
+            assert await ask(*newcomers[-1], b"ATI") == b"ATI\rELM327 v1.5\r\r>"
+            assert server.evicted == expected_evicted
+            async with asyncio.timeout(10):
+                assert await clients[silent_longest][0].read() == b""  # EOF: closed
+        assert (server.client_count, server.refused) == (4, 0)
+        for reader, writer in (clients[0], clients[2], *newcomers):
+            assert await ask(reader, writer, b"010C") == b"010C\r41 0C 0C 80\r\r>"
+    finally:
+        for _, writer in (*clients, *newcomers):
+            writer.close()
+        await server.close()
 
 
 async def test_tcp_drops_a_client_that_never_reads_and_keeps_an_idle_one(daemon: Daemon) -> None:

@@ -4,7 +4,10 @@ pseudo-terminal, as a USB or Bluetooth serial adapter.
 Each TCP connection is an adapter of its own (its own `Elm327Session`); the pseudo-terminal is one
 adapter for whoever opens it. Every byte is the client's to choose: a session bounds what it keeps,
 reads are bounded, and what a client does not read is bounded too (a TCP client that stops reading
-is dropped; on the pty, as on a serial line, answers that no one reads are lost).
+is dropped; on the pty, as on a serial line, answers that no one reads are lost). TCP slots are
+few: idle clients keep theirs (apps sit idle between polls) until a newcomer finds the server
+full, when the client silent the longest gives its slot up if it has been silent long enough, so
+connections that never speak cannot lock every app out.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import asyncio
 import contextlib
 import errno
 import os
+import socket
+import struct
 import tty
+from dataclasses import dataclass
 
 from carlightd import logs
 from carlightd.outputs.scan_tool.elm327 import Elm327Session, is_power_of_two
@@ -24,6 +30,11 @@ log = logs.get("carlightd.scan_tool.elm327")
 # Bytes read at a time: what one `feed` answers is at most a few hundred bytes per CR in it.
 READ_CHUNK = 256
 MAX_TCP_CLIENTS = 4
+# When the server is full, a client silent (no byte received) this long gives up its slot to a
+# newcomer.
+EVICT_AFTER_S = 5.0
+# SO_LINGER on, zero seconds: closing sends a reset.
+LINGER_RESET = struct.pack("ii", 1, 0)
 # A client whose unread answers pass this is waited for DRAIN_TIMEOUT_S, then dropped.
 WRITE_BUFFER_HIGH = 16 * 1024
 DRAIN_TIMEOUT_S = 10.0
@@ -36,8 +47,17 @@ PTY_INBOX_MAX = 4 * 1024
 PTY_RETRY_S = 0.2
 
 
+@dataclass(eq=False)
+class _TcpClient:
+    writer: asyncio.StreamWriter
+    heard_at: float  # loop time of the last byte received from it (or of its connecting)
+    evicted: bool = False  # closed to make room: its slot is free, its handler is ending
+
+
 class Elm327TcpServer:
-    """ELM327 on TCP: up to `max_clients` at once (more are closed at once); idle ones are kept."""
+    """ELM327 on TCP: up to `max_clients` at once; idle ones are kept until a newcomer finds the
+    server full, when the one silent the longest is closed for it if it has been silent at least
+    `evict_after_s`; otherwise the newcomer is refused (reset at once)."""
 
     name = "elm327"
 
@@ -49,21 +69,25 @@ class Elm327TcpServer:
         port: int,
         max_clients: int = MAX_TCP_CLIENTS,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        evict_after_s: float = EVICT_AFTER_S,
     ) -> None:
         self._link = link
         self._host = host
         self._port = port
         self._max_clients = max_clients
         self._drain_timeout_s = drain_timeout_s
+        self._evict_after_s = evict_after_s
         self._server: asyncio.Server | None = None
-        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
-        self.refused = 0  # connections closed at once: too many clients
+        self._clients: dict[asyncio.Task[None], _TcpClient] = {}
+        self.refused = 0  # connections closed at once: too many clients, none silent long enough
+        self.evicted = 0  # silent clients closed to make room for a newcomer
         self.dropped = 0  # clients dropped for not reading their answers
         self.failures = 0  # conversations ended by a bug (logged, the server serves on)
 
     @property
     def client_count(self) -> int:
-        return len(self._clients)
+        """Clients holding a slot (evicted ones whose handlers are still ending hold none)."""
+        return sum(not client.evicted for client in self._clients.values())
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._serve, self._host, self._port)
@@ -77,8 +101,8 @@ class Elm327TcpServer:
         server.close()
         # Aborting a connection ends its conversation (EOF, or a lost connection in a drain);
         # cancelling the handlers instead would make asyncio 3.11's streams log an error.
-        for writer in self._clients.values():
-            writer.transport.abort()
+        for client in self._clients.values():
+            client.writer.transport.abort()
         handlers = list(self._clients)
         if handlers:
             _, stuck = await asyncio.wait(handlers, timeout=CLOSE_TIMEOUT_S)
@@ -87,21 +111,20 @@ class Elm327TcpServer:
         await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._server is None or len(self._clients) >= self._max_clients:
-            self.refused += 1
-            if is_power_of_two(self.refused):  # a connection flood cannot flood the log
-                log.info("elm327_client_refused", refused=self.refused, limit=self._max_clients)
-            writer.close()
+        now = asyncio.get_running_loop().time()
+        if self._server is None or not self._make_room(now):
+            self._refuse(writer)
             return
         task = asyncio.current_task()
         assert task is not None  # a stream handler always runs in a task
-        self._clients[task] = writer
+        client = _TcpClient(writer, heard_at=now)
+        self._clients[task] = client
         peer = writer.get_extra_info("peername")
         session = Elm327Session(self._link)
         log.debug("elm327_client_connected", peer=str(peer))
         ended_by_client = False
         try:
-            await self._converse(session, reader, writer)
+            await self._converse(session, reader, client)
             ended_by_client = True
         except TimeoutError:
             self.dropped += 1
@@ -114,7 +137,7 @@ class Elm327TcpServer:
             if is_power_of_two(self.failures):
                 log.exception("elm327_client_failed", peer=str(peer), failures=self.failures)
         finally:
-            if ended_by_client:
+            if ended_by_client and not client.evicted:
                 await self._hang_up(writer)
             # Otherwise abort, not close: a close would wait for output that may never be read.
             writer.transport.abort()
@@ -126,6 +149,40 @@ class Elm327TcpServer:
                 rejected=session.rejected,
             )
 
+    def _make_room(self, now: float) -> bool:
+        """Whether a newcomer gets a slot: a free one, or the one of the client silent the longest
+        if it has been silent `evict_after_s` (that client is closed)."""
+        holding = [client for client in self._clients.values() if not client.evicted]
+        if len(holding) < self._max_clients:
+            return True
+        quietest = min(holding, key=lambda client: client.heard_at, default=None)
+        if quietest is None or now - quietest.heard_at < self._evict_after_s:
+            return False
+        quietest.evicted = True
+        # Its conversation reads EOF and ends; no hang-up: nothing it sent is left to answer.
+        quietest.writer.transport.abort()
+        self.evicted += 1
+        if is_power_of_two(self.evicted):  # newcomers in a loop cannot flood the log
+            log.info(
+                "elm327_silent_client_evicted",
+                evicted=self.evicted,
+                silent_s=round(now - quietest.heard_at, 1),
+                limit=self._max_clients,
+            )
+        return True
+
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        self.refused += 1
+        if is_power_of_two(self.refused):  # a connection flood cannot flood the log
+            log.info("elm327_client_refused", refused=self.refused, limit=self._max_clients)
+        # A reset, not an orderly EOF: the app sees a connection error rather than an adapter
+        # that accepted it and hung up, and a connection flood leaves no TIME_WAIT behind.
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already reset by the client: closed all the same
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        writer.transport.abort()
+
     async def _hang_up(self, writer: asyncio.StreamWriter) -> None:
         """After the client's EOF: its last answers go out, then ours, within the drain timeout."""
         writer.close()
@@ -136,10 +193,13 @@ class Elm327TcpServer:
             pass  # the caller aborts
 
     async def _converse(
-        self, session: Elm327Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, session: Elm327Session, reader: asyncio.StreamReader, client: _TcpClient
     ) -> None:
+        writer = client.writer
         writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        loop = asyncio.get_running_loop()
         while data := await reader.read(READ_CHUNK):
+            client.heard_at = loop.time()
             answer = await session.feed(data)
             if answer:
                 writer.write(answer)
