@@ -440,19 +440,177 @@ async def test_diagnostic_larger_than_the_ecu_takes(server: DoipServer) -> None:
 # --- bounds ---------------------------------------------------------------------------------------
 
 
-async def test_ninth_socket_is_closed_at_once(server: DoipServer) -> None:
+async def test_sockets_waiting_for_routing_activation_are_bounded(server: DoipServer) -> None:
+    """Eight may wait for their routing activation besides the eight registered ones: a ninth
+    waiting one is closed at once, and so is the seventeenth in all."""
     async with contextlib.AsyncExitStack() as stack:
         testers = [await stack.enter_async_context(raw(server.port)) for _ in range(8)]
         await until(lambda: server.open_connections == 8)
         async with raw(server.port) as ninth:
             assert await ninth.closed_by_server()
         assert server.tally.counts["doip_socket_refused"] == 1
-        await testers[0].close()
-        await until(lambda: server.open_connections == 7)
-        async with raw(server.port) as another:
-            assert await another.activate() == 0x10
-        for tester in testers[1:]:
-            assert await tester.activate(TESTER + testers.index(tester)) == 0x10
+        for index, tester in enumerate(testers):
+            assert await tester.activate(TESTER + index) == 0x10
+        assert server.registered_connections == 8
+        waiting = [await stack.enter_async_context(raw(server.port)) for _ in range(8)]
+        await until(lambda: server.open_connections == 16)
+        async with raw(server.port) as seventeenth:
+            assert await seventeenth.closed_by_server()
+        assert server.tally.counts["doip_socket_refused"] == 2
+        await waiting[0].close()
+        await until(lambda: server.open_connections == 15)
+        async with raw(server.port) as another:  # a place is free again
+            await another.send(frame(0x4001))
+            assert (await another.expect(0x4002))[2] == 16  # open sockets
+        assert server.registered_connections == 8
+
+
+async def test_a_connection_flood_stays_bounded() -> None:
+    async with serving(initial_inactivity=0.5) as server:
+        async with contextlib.AsyncExitStack() as stack:
+            flood = [await stack.enter_async_context(raw(server.port)) for _ in range(40)]
+            await until(lambda: server.tally.counts["doip_socket_refused"] == 32)
+            assert server.open_connections == server.max_sockets == 8
+            for tester in flood:
+                assert await tester.closed_by_server()  # refused at once, or after 0.5 s
+            assert server.open_connections == 0
+        async with raw(server.port) as tester:  # the flood is over: served again
+            assert await tester.activate() == 0x10
+
+
+class Answering:
+    """A tester that reads all the time: it answers alive checks and keeps the rest."""
+
+    def __init__(self, tester: Raw, source: int) -> None:
+        self.tester, self.source = tester, source
+        self.alive_checks = 0
+        self.received: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self.reading = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        reader = self.tester.reader
+        while True:
+            version, _, payload_type, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+            payload = await reader.readexactly(length)
+            if payload_type == 0x0007:
+                self.alive_checks += 1
+                await self.tester.send(frame(0x0008, struct.pack("!H", self.source), version))
+            else:
+                self.received.put_nowait((payload_type, payload))
+
+    async def receive(self, payload_type: int) -> bytes:
+        async with asyncio.timeout(5):
+            while True:
+                got_type, payload = await self.received.get()
+                if got_type == payload_type:
+                    return payload
+
+    async def activate(self) -> int:
+        await self.tester.send(activation(self.source))
+        return (await self.receive(0x0006))[4]
+
+    async def tester_present(self) -> bytes:
+        await self.tester.send(diagnostic(b"\x3e\x00", source=self.source))
+        return (await self.receive(0x8001))[4:]
+
+    async def stop(self) -> None:
+        self.reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, asyncio.IncompleteReadError, OSError):
+            await self.reading
+
+
+async def answering_testers(
+    stack: contextlib.AsyncExitStack, port: int, sources: range
+) -> list[Answering]:
+    testers = []
+    for source in sources:
+        answering = Answering(await stack.enter_async_context(raw(port)), source)
+        stack.push_async_callback(answering.stop)
+        testers.append(answering)
+    return testers
+
+
+async def test_silent_registered_testers_do_not_lock_a_ninth_out(server: DoipServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        silent = [await stack.enter_async_context(raw(server.port)) for _ in range(8)]
+        for index, tester in enumerate(silent):
+            assert await tester.activate(TESTER + index) == 0x10
+        # From here on they never read again, and never answer an alive check.
+        async with raw(server.port) as ninth:
+            assert await ninth.activate(0x0F00) == 0x10
+            for tester in silent:
+                assert await tester.closed_by_server()
+            assert server.tally.counts["doip_silent_socket_closed"] == 8
+            assert server.registered_connections == 1
+            await ninth.send(diagnostic(b"\x3e\x00", source=0x0F00))
+            assert (await ninth.expect(0x8001))[4:] == b"\x7e\x00"
+
+
+async def test_a_ninth_tester_is_denied_while_eight_answer(server: DoipServer) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        testers = await answering_testers(stack, server.port, range(TESTER, TESTER + 8))
+        for tester in testers:
+            assert await tester.activate() == 0x10
+        async with raw(server.port) as ninth:
+            assert await ninth.activate(0x0F00) == 0x01  # all sockets registered and active
+            assert await ninth.closed_by_server()
+        assert [tester.alive_checks for tester in testers] == [1] * 8
+        assert server.registered_connections == 8
+        assert "doip_silent_socket_closed" not in server.tally.counts
+        for tester in testers:
+            assert await tester.tester_present() == b"\x7e\x00"
+
+
+async def test_concurrent_activations_never_register_more_than_max_sockets(
+    server: DoipServer,
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        for tester in await answering_testers(stack, server.port, range(TESTER, TESTER + 7)):
+            assert await tester.activate() == 0x10
+        newcomers = await answering_testers(stack, server.port, range(0x0F00, 0x0F04))
+        codes = await asyncio.gather(*(tester.activate() for tester in newcomers))
+        assert sorted(codes) == [0x01, 0x01, 0x01, 0x10]  # one place, taken once
+        assert server.registered_connections == 8
+        assert "doip_silent_socket_closed" not in server.tally.counts
+
+
+async def test_concurrent_activations_share_one_alive_check_of_silent_sockets(
+    server: DoipServer,
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        silent = [await stack.enter_async_context(raw(server.port)) for _ in range(8)]
+        for index, tester in enumerate(silent):
+            assert await tester.activate(TESTER + index) == 0x10
+        newcomers = await answering_testers(stack, server.port, range(0x0F00, 0x0F04))
+        codes = await asyncio.gather(*(tester.activate() for tester in newcomers))
+        assert codes == [0x10] * 4  # side by side, not one alive-check timeout after another
+        assert server.tally.counts["doip_silent_socket_closed"] == 8
+        assert server.registered_connections == 4
+        for tester in silent:
+            assert await tester.closed_by_server()
+
+
+async def test_a_tester_waiting_for_a_slow_answer_is_not_taken_for_silent() -> None:
+    gate = Gate()
+    async with (
+        serving(gate.handle, alive_check_timeout=0.3) as server,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        silent = [await stack.enter_async_context(raw(server.port)) for _ in range(8)]
+        for index, tester in enumerate(silent):
+            assert await tester.activate(TESTER + index) == 0x10
+        await silent[0].send(diagnostic(b"\x14\xff\xff\xff"))
+        assert (await silent[0].expect(0x8001))[4:] == b"\x7f\x14\x78"  # pending
+        async with raw(server.port) as ninth:
+            assert await ninth.activate(0x0F00) == 0x10
+            for tester in silent[1:]:
+                assert await tester.closed_by_server()
+            assert server.tally.counts["doip_silent_socket_closed"] == 7
+            gate.open.set()
+            while (answer := (await silent[0].expect(0x8001))[4:]) == b"\x7f\x14\x78":
+                pass
+            assert answer == b"\x54"
+            assert server.registered_connections == 2
 
 
 async def test_initial_inactivity_closes_a_socket_that_never_activates() -> None:
@@ -734,3 +892,30 @@ async def test_the_uds_server_over_doip() -> None:
         "after": [],
     }
     assert car.clears == 1
+
+
+async def test_close_with_connections_in_the_middle_of_a_message_is_quiet() -> None:
+    """asyncio 3.11 reports a cancelled connection handler to the loop's exception handler
+    ("Exception in callback StreamReaderProtocol.connection_made.<locals>.callback"); close()
+    lets the handlers end by themselves instead."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        server = DoipServer(tiny_uds, view, host="127.0.0.1", port=0, logical_address=ECU)
+        await server.start()
+        async with raw(server.port) as busy, raw(server.port) as idle:
+            assert await busy.activate() == 0x10
+            # An unknown payload type that announces 4 GiB: the server is skipping it.
+            await busy.send(bytes.fromhex("02FD1234FFFFFFFF") + bytes(1000))
+            assert await generic_nack(busy) == 0x01
+            await until(lambda: server.open_connections == 2)
+            await server.close()
+            assert await busy.closed_by_server()
+            assert await idle.closed_by_server()
+        await asyncio.sleep(0)  # one more turn: done callbacks of the handlers have run
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
+    assert server.open_connections == 0

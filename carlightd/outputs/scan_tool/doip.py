@@ -12,6 +12,16 @@ Everything a client sends is bounded: the payload size, the number of sockets, t
 activate routing and the idle time after, and the time a reply may wait for a client that does
 not read. One connection is one task; a slow or hostile one never holds up another.
 
+Sockets are handled as ISO 13400-2 describes, so that silent testers cannot lock others out: at
+most `max_sockets` are registered (routing activated); besides them up to `max_sockets` more may
+be open and not yet activated (they close after `initial_inactivity`), so never more than twice
+`max_sockets` in all. A routing activation that finds every socket registered sends an alive
+check to all of them at once and closes those that do not answer within `alive_check_timeout`;
+if none was freed, it is denied (0x01, all sockets registered and active). The last look at the
+free places and the registration happen with no await between them, so concurrent activations
+never register more than `max_sockets`; they wait for their alive checks side by side, never in
+a queue (a queue would let a chain of silent sockets hold every waiting connection up).
+
 The entity identifies itself with EID = GID = 02 43 4C 44 + the logical address (a locally
 administered MAC-style number, "CLD" for carlightd): it is the vehicle's only DoIP node, so its
 group is itself.
@@ -28,7 +38,7 @@ import contextlib
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from doipclient import messages as m
@@ -94,7 +104,13 @@ MIN_DIAGNOSTIC_LENGTH = 5
 UDP_SILENT = frozenset({GENERIC_NACK, ANNOUNCEMENT})
 DISCARD_CHUNK = 65536
 GONE_POLL_S = 0.1  # while a slow answer is awaited, how often to look whether the tester left
-CLOSE_GRACE_S = 2.0  # how long close() lets a request already handed to `handle` finish
+CLOSE_GRACE_S = 2.0  # how long close() lets connections, then requests being answered, end
+# A registered socket with this much unread output is not reading: an alive check counts it silent
+# (a client that answers alive checks blindly cannot make us queue them without bound).
+ALIVE_CHECK_BACKLOG = 64 * 1024
+# How often one routing activation looks for a free place again after an alive check freed one
+# that a concurrent activation took first.
+REGISTRATION_ATTEMPTS = 4
 
 
 def generic_nack(code: int) -> m.DoIPMessage:
@@ -123,10 +139,17 @@ class Connection:
     writer: asyncio.StreamWriter
     opened_at: float
     task: asyncio.Task[None] | None = None
-    source_address: int | None = None  # set by a successful routing activation
+    source_address: int | None = None  # set by a successful routing activation: registered
     last_received: float = 0.0
-    alive: asyncio.Event = field(default_factory=asyncio.Event)
+    version: int = OWN_VERSION  # of the client's last message: an alive check is sent in it
+    # The alive check awaiting its response: done when the response came or the socket closed.
+    alive_check: asyncio.Future[None] | None = None
+    answering: bool = False  # a request of its tester is being answered
     closed: bool = False
+
+    @property
+    def registered(self) -> bool:
+        return self.source_address is not None
 
 
 class DoipServer:
@@ -184,6 +207,15 @@ class DoipServer:
     def open_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def registered_connections(self) -> int:
+        return sum(connection.registered for connection in self._connections)
+
+    @property
+    def max_open_sockets(self) -> int:
+        """`max_sockets` registered and as many more waiting for their routing activation."""
+        return 2 * self.max_sockets
+
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> str:
@@ -211,17 +243,22 @@ class DoipServer:
             udp.close()
         if tcp is not None:
             tcp.close()
-        tasks = []
+        # Aborting a socket ends its connection's task (end of stream, a lost connection in a
+        # drain); cancelling the task instead would make asyncio 3.11's streams log an error.
+        tasks: set[asyncio.Task[None]] = set()
         for connection in list(self._connections):
             self._drop(connection)
             if connection.task is not None:
-                connection.task.cancel()
-                tasks.append(connection.task)
-        await asyncio.gather(*tasks, return_exceptions=True)
+                tasks.add(connection.task)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_GRACE_S)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         if self._handling:  # requests whose tester has gone: a moment to finish, then cancelled
             _, late = await asyncio.wait(set(self._handling), timeout=CLOSE_GRACE_S)
-            for task in late:
-                task.cancel()
+            for request in late:
+                request.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         if tcp is not None:
             await tcp.wait_closed()
@@ -231,8 +268,13 @@ class DoipServer:
     # --- TCP_DATA -------------------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self.max_sockets or self._closing:
-            self.tally.note("doip_socket_refused", open=len(self._connections))
+        waiting = len(self._connections) - self.registered_connections
+        if (
+            self._closing
+            or waiting >= self.max_sockets
+            or len(self._connections) >= self.max_open_sockets
+        ):
+            self.tally.note("doip_socket_refused", open=len(self._connections), waiting=waiting)
             writer.transport.abort()
             return
         now = asyncio.get_running_loop().time()
@@ -262,6 +304,7 @@ class DoipServer:
                 return
             version, payload_type, payload = received
             connection.last_received = asyncio.get_running_loop().time()
+            connection.version = version
             await self._dispatch(connection, version, payload_type, payload)
 
     def _deadline(self, connection: Connection) -> float:
@@ -326,7 +369,8 @@ class DoipServer:
             alive = m.AliveCheckResponse(self.logical_address)  # type: ignore[no-untyped-call]
             await self._send(connection, version, alive)
         elif payload_type == ALIVE_CHECK_RESPONSE:
-            connection.alive.set()
+            if connection.alive_check is not None and not connection.alive_check.done():
+                connection.alive_check.set_result(None)
         else:
             reply = self._status_reply(payload_type)
             if reply is not None:
@@ -355,38 +399,72 @@ class DoipServer:
             await answer(Activation.DeniedUnknownSourceAddress)
         elif activation_type not in SUPPORTED_ACTIVATIONS:
             await answer(Activation.DeniedUnsupportedActivationType)
-        elif connection.source_address not in (None, source):
-            await answer(Activation.DeniedSADoesNotMatch)
-        elif await self._registered_elsewhere(connection, source):
-            await answer(Activation.DeniedSARegistered)
+        elif connection.registered:  # again on a registered socket: the same tester or none
+            same = connection.source_address == source
+            await answer(Activation.Success if same else Activation.DeniedSADoesNotMatch)
         else:
-            connection.source_address = source
-            await answer(Activation.Success)
+            code = await self._register(connection, source)
+            if code is not None:
+                await answer(code)
 
-    async def _registered_elsewhere(self, connection: Connection, source: int) -> bool:
-        """Whether another socket, still alive, holds this tester address. A holder that does
-        not answer an alive check within `alive_check_timeout` is closed (ISO 13400-2 socket
-        handling), so a tester that lost its connection can come back."""
-        while True:
+    async def _register(self, connection: Connection, source: int) -> Activation | None:
+        """ISO 13400-2 socket handling for a socket not yet registered; None when it closed
+        meanwhile. A socket holding the same tester address, or (when all `max_sockets` are
+        registered) every registered socket, is alive-checked first; those that stay silent are
+        closed, so a tester that lost its connection can come back and silent ones cannot lock
+        the others out. What an alive check freed may be taken by a concurrent activation:
+        then the places are looked at again, a bounded number of times."""
+        for _ in range(REGISTRATION_ATTEMPTS):
+            if connection.closed or self._closing:
+                return None
             holder = next(
-                (
-                    other
-                    for other in self._connections
-                    if other is not connection and other.source_address == source
-                ),
-                None,
+                (other for other in self._connections if other.source_address == source), None
             )
-            if holder is None:
-                return False
-            holder.alive.clear()
-            check = m.AliveCheckRequest()
-            if await self._send(holder, OWN_VERSION, check):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(holder.alive.wait(), self.alive_check_timeout)
-            if holder.alive.is_set() and not holder.closed:
-                return True
-            self.tally.note("doip_silent_holder_closed", source=source)
-            self._drop(holder)
+            registered = [other for other in self._connections if other.registered]
+            if holder is None and len(registered) < self.max_sockets:
+                connection.source_address = source  # no await since the look: no over-booking
+                return Activation.Success
+            if holder is not None:
+                if await self._alive_check([holder], "doip_silent_holder_closed"):
+                    return Activation.DeniedSARegistered
+            elif len(await self._alive_check(registered, "doip_silent_socket_closed")) == len(
+                registered
+            ):
+                return Activation.DeniedAllSocketsRegisteredActive
+        return None if connection.closed else Activation.DeniedAllSocketsRegisteredActive
+
+    async def _alive_check(self, connections: list[Connection], silent: str) -> list[Connection]:
+        """An alive check request to each socket at once (joining one already under way);
+        those that have not answered within `alive_check_timeout` are closed (tallied as
+        `silent`). The ones still open. A socket whose tester's request is being answered is
+        alive: it has just spoken, and its task is not reading until the answer is out."""
+        alive = [other for other in connections if other.answering and not other.closed]
+        asked = {
+            self._ask_alive(other): other
+            for other in connections
+            if not other.answering and not other.closed
+        }
+        if asked:
+            await asyncio.wait(asked, timeout=self.alive_check_timeout)
+        for check, other in asked.items():
+            if other.closed:
+                continue  # it went by itself, or another alive check closed it
+            if check.done():
+                alive.append(other)
+            else:
+                self.tally.note(silent, source=other.source_address)
+                self._drop(other)
+        return alive
+
+    def _ask_alive(self, connection: Connection) -> asyncio.Future[None]:
+        """The connection's alive check under way, or a new one sent now. A client that leaves
+        `ALIVE_CHECK_BACKLOG` unread is not reading: it is sent nothing more: it stays silent."""
+        check = connection.alive_check
+        if check is None or check.done():
+            check = connection.alive_check = asyncio.get_running_loop().create_future()
+            if connection.writer.transport.get_write_buffer_size() < ALIVE_CHECK_BACKLOG:
+                connection.writer.write(frame(connection.version, m.AliveCheckRequest()))
+        return check
 
     async def _diagnose(self, connection: Connection, version: int, payload: bytes) -> None:
         message = m.DiagnosticMessage.unpack(  # type: ignore[no-untyped-call]
@@ -428,9 +506,13 @@ class DoipServer:
         def gone() -> bool:
             return connection.closed or connection.reader.at_eof()
 
-        response = await self._answer(request, send, gone)
-        if response:
-            await send(response)
+        connection.answering = True
+        try:
+            response = await self._answer(request, send, gone)
+            if response:
+                await send(response)
+        finally:
+            connection.answering = False
 
     async def _answer(
         self, request: bytes, send: Callable[[bytes], Awaitable[bool]], gone: Callable[[], bool]
@@ -521,6 +603,8 @@ class DoipServer:
         connection.closed = True
         self._connections.discard(connection)
         connection.writer.transport.abort()
+        if connection.alive_check is not None and not connection.alive_check.done():
+            connection.alive_check.set_result(None)  # no alive check waits for a closed socket
 
     # --- UDP ------------------------------------------------------------------------------------
 
