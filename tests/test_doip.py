@@ -11,8 +11,6 @@ import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import doipclient.client
@@ -25,12 +23,11 @@ from hypothesis import strategies as st
 from udsoncan.client import Client
 from udsoncan.Response import Response
 
-from carlightd.core.domain import Kind
-from carlightd.core.dtc import DTCStatus, lookup
-from carlightd.core.memory import StoredDtc
+from carlightd.core.dtc import DTCStatus
 from carlightd.outputs.scan_tool.doip import DoipServer
 from carlightd.outputs.scan_tool.uds import UdsServer
-from carlightd.outputs.scan_tool.view import ScanToolLink, VehicleView, supported_entries
+from carlightd.outputs.scan_tool.view import VehicleView
+from tests.scan_tool_memories import BRAKE_OPEN, CONFIRMED, BrakeLampMemory
 
 VIN = "WCARLIGHT0D000042"
 ECU = 0x0740
@@ -816,49 +813,6 @@ async def test_a_request_runs_to_its_end_when_the_tester_goes() -> None:
 
 # --- the real UDS server behind the transport -----------------------------------------------------
 
-BRAKE_OPEN = lookup(Kind.LAMP, "open_circuit")
-CONFIRMED = int(
-    DTCStatus.TEST_FAILED
-    | DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
-    | DTCStatus.CONFIRMED_DTC
-    | DTCStatus.TEST_FAILED_SINCE_LAST_CLEAR
-)
-
-
-@dataclass
-class FaultMemory:
-    """A car with a confirmed open brake lamp; its clear empties the memory, as clear_faults."""
-
-    clears: int = 0
-
-    def __post_init__(self) -> None:
-        at = datetime(2026, 1, 1, tzinfo=UTC)
-        self.dtcs: tuple[StoredDtc, ...] = (
-            StoredDtc(
-                component="brake_left",
-                kind=Kind.LAMP,
-                failure="open_circuit",
-                dtc=BRAKE_OPEN.code,
-                dtc_status=CONFIRMED,
-                occurrences=1,
-                aging_counter=0,
-                first_failed=at,
-                last_failed=at,
-                freeze_frame=None,
-            ),
-        )
-
-    def view(self) -> VehicleView:
-        return VehicleView(vin=VIN, supported=supported_entries({Kind.LAMP}), dtcs=self.dtcs)
-
-    async def clear(self) -> int:
-        self.clears += 1
-        cleared, self.dtcs = len(self.dtcs), ()
-        return cleared
-
-    def link(self) -> ScanToolLink:
-        return ScanToolLink(view=self.view, clear=self.clear)
-
 
 def workshop_round(port: int) -> dict[str, Any]:
     """Read the VIN and the confirmed DTCs, clear, read the DTCs again."""
@@ -881,7 +835,7 @@ def workshop_round(port: int) -> dict[str, Any]:
 
 
 async def test_the_uds_server_over_doip() -> None:
-    car = FaultMemory()
+    car = BrakeLampMemory(VIN)
     ecu = UdsServer(car.link())
     async with serving(ecu.handle, car.view) as server:
         result = await asyncio.to_thread(workshop_round, server.port)

@@ -16,8 +16,6 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,9 @@ import udsoncan
 from udsoncan.client import Client
 from udsoncan.connections import PythonIsoTpConnection
 
-from carlightd.core.domain import Kind
-from carlightd.core.dtc import DTCStatus, lookup
-from carlightd.core.memory import StoredDtc
 from carlightd.outputs.scan_tool.isotp import IsotpServer
 from carlightd.outputs.scan_tool.uds import UdsServer
-from carlightd.outputs.scan_tool.view import ScanToolLink, VehicleView, supported_entries
+from tests.scan_tool_memories import BRAKE_OPEN, CONFIRMED, BrakeLampMemory
 
 VIN = "WCARLIGHT0D000042"
 CLIENT = Path(__file__).with_name("isotp_client.py")
@@ -319,53 +314,10 @@ async def test_response_pending_while_the_answer_is_slow() -> None:
 
 # --- the real UDS server behind the transport -----------------------------------------------------
 
-BRAKE_OPEN = lookup(Kind.LAMP, "open_circuit")
-CONFIRMED = int(
-    DTCStatus.TEST_FAILED
-    | DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
-    | DTCStatus.CONFIRMED_DTC
-    | DTCStatus.TEST_FAILED_SINCE_LAST_CLEAR
-)
-
-
-@dataclass
-class FaultMemory:
-    """A car with a confirmed open brake lamp; its clear empties the memory, as clear_faults."""
-
-    clears: int = 0
-
-    def __post_init__(self) -> None:
-        at = datetime(2026, 1, 1, tzinfo=UTC)
-        self.dtcs: tuple[StoredDtc, ...] = (
-            StoredDtc(
-                component="brake_left",
-                kind=Kind.LAMP,
-                failure="open_circuit",
-                dtc=BRAKE_OPEN.code,
-                dtc_status=CONFIRMED,
-                occurrences=1,
-                aging_counter=0,
-                first_failed=at,
-                last_failed=at,
-                freeze_frame=None,
-            ),
-        )
-
-    def view(self) -> VehicleView:
-        return VehicleView(vin=VIN, supported=supported_entries({Kind.LAMP}), dtcs=self.dtcs)
-
-    async def clear(self) -> int:
-        self.clears += 1
-        cleared, self.dtcs = len(self.dtcs), ()
-        return cleared
-
-    def link(self) -> ScanToolLink:
-        return ScanToolLink(view=self.view, clear=self.clear)
-
 
 async def test_the_uds_server_over_isotp(channel: tuple[str, int]) -> None:
     group, port = channel
-    car = FaultMemory()
+    car = BrakeLampMemory(VIN)
     ecu = UdsServer(car.link())
     async with serving(group, port, ecu.handle):
         vin, before, cleared, after = await run_tester(group, port, "vin", "dtcs", "clear", "dtcs")
