@@ -300,3 +300,32 @@ async def test_a_port_in_use_is_a_reported_problem_and_is_retried(
             )
     finally:
         taken.close()
+
+
+async def test_a_can_bus_that_will_not_open_is_a_reported_problem(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    settings = scan_tool_settings(
+        broker,
+        tmp_path / "state",
+        scan_tool__isotp=True,
+        scan_tool__can_interface="no-such-interface",
+        scan_tool__elm327=False,
+    )
+    service = Service(settings)
+    root = service.publisher.topics.root
+    async with subscribed(*broker, f"{root}/#") as sub, running(service):
+        await asyncio.wait_for(service.scan_tool.started.wait(), 10)
+        assert "doip" in service.scan_tool.endpoints  # the others serve all the same
+        [problem] = service.scan_tool.problems()
+        assert problem.startswith("scan tool isotp: ")
+        assert "no-such-interface" in problem
+        status = f"{root}/status"
+        await sub.wait_for(
+            lambda: any(s["problems"] == [problem] for s in sub.json_on(status)),
+            what="the bus problem in ROOT/status",
+        )
+        assert sub.json_on(status)[-1]["state_saved"] is True  # about the state, not the bus
+        cycles = service.daemon.diagnoser.cycle
+        await wait_until(lambda: service.daemon.diagnoser.cycle >= cycles + 3)
+        assert sub.on(f"{root}/availability")[-1] == b"online"

@@ -146,7 +146,10 @@ class ScanToolOutput:
         while not stop.is_set():
             try:
                 where = await transport.start()
-            except (OSError, can.CanError) as error:
+            except Exception as error:
+                # A port in use or a bus that will not open (OSError, CanError) is the expected
+                # trouble; anything else is a bug worth its traceback, but no reason to stop.
+                expected = isinstance(error, OSError | can.CanError)
                 problem = str(error) or type(error).__name__
                 if self._problems.get(transport.name) != problem:
                     log.error(
@@ -154,6 +157,7 @@ class ScanToolOutput:
                         transport=transport.name,
                         problem=problem,
                         retry_s=RETRY_S,
+                        exc_info=not expected,
                     )
                 self._problems[transport.name] = problem
                 if first:
