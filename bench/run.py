@@ -38,6 +38,7 @@ import aiomqtt
 
 from bench.cars import car_settings
 from bench.scan_tool import scan_tool_rtts
+from carlightd import config
 from carlightd.contract.payloads import ComponentPayload, TelemetryPayload
 from carlightd.tools.fleet import run_fleet
 from carlightd.tools.workbench import Bench
@@ -122,7 +123,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 async def detect_overhead_ms(injections: int, cycle_s: float, confirm: int) -> list[float]:
-    lamps = [c.id for c in car_settings(18).components if c.kind == "lamp"]
+    # The daemon runs the packaged default car: inject into its lamps (car_settings names its own).
+    default_car = config.load(config.packaged_default())
+    lamps = [c.id for c in default_car.components if c.kind == "lamp"]
     with tempfile.TemporaryDirectory() as state_dir:
         root, env = daemon_env(
             state_dir,

@@ -118,7 +118,8 @@ class ScanToolOutput:
         self._supported = supported_entries(kinds)
 
     async def deliver(self, report: CycleReport) -> None:
-        self._view = view_of(report, self._view.vin, self._supported)
+        if self.transports:  # nobody to answer (a fleet's cars): no view to keep
+            self._view = view_of(report, self._view.vin, self._supported)
 
     def problems(self) -> list[str]:
         """What keeps a transport from serving, for ROOT/status."""
