@@ -4,7 +4,7 @@ import sys
 
 import obd
 
-PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 35000  # [scan_tool] elm327_port
+PORT = next((int(a) for a in sys.argv[1:] if a.isdigit()), 35000)  # [scan_tool] elm327_port
 car = obd.OBD(f"socket://127.0.0.1:{PORT}", fast=False)  # or the pseudo-terminal's /dev/pts/N
 print(car.status(), "protocol", car.protocol_name())
 print("VIN", car.query(obd.commands.VIN).value)

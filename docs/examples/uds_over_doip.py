@@ -8,7 +8,7 @@ from doipclient import DoIPClient
 from doipclient.connectors import DoIPClientUDSConnector
 from udsoncan.client import Client
 
-PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 13400  # [scan_tool] doip_port
+PORT = next((int(a) for a in sys.argv[1:] if a.isdigit()), 13400)  # [scan_tool] doip_port
 config = dict(udsoncan.configs.default_client_config)
 config.update(
     {
