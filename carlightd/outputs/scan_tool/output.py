@@ -11,8 +11,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-import can
-
 from carlightd import logs
 from carlightd.config import ScanToolConfig
 from carlightd.core.diagnoser import CycleReport
@@ -20,7 +18,6 @@ from carlightd.core.domain import Kind
 from carlightd.core.ports import Workshop
 from carlightd.outputs.scan_tool.doip import DoipServer
 from carlightd.outputs.scan_tool.elm327_server import Elm327PtyServer, Elm327TcpServer
-from carlightd.outputs.scan_tool.isotp import IsotpServer
 from carlightd.outputs.scan_tool.uds import UdsServer
 from carlightd.outputs.scan_tool.view import (
     ScanToolLink,
@@ -60,6 +57,8 @@ class ScanToolOutput:
         self._view = VehicleView(vin=vin, supported=self._supported)
         self.link = ScanToolLink(view=lambda: self._view, clear=self.workshop.clear_faults)
         self.uds = UdsServer(self.link)  # one ECU: one diagnostic session for both transports
+        # What a transport that cannot start is expected to raise (a CAN bus adds CanError).
+        self._expected_errors: tuple[type[Exception], ...] = (OSError,)
         self.transports: list[Transport] = self._transports()
         # name -> where it serves, once it does; name -> why it does not, while it does not.
         self.endpoints: dict[str, str] = {}
@@ -81,6 +80,12 @@ class ScanToolOutput:
                 )
             )
         if config.isotp:
+            # python-can and can-isotp cost about 12 MB of memory: imported only for a CAN bus.
+            import can  # noqa: PLC0415
+
+            from carlightd.outputs.scan_tool.isotp import IsotpServer  # noqa: PLC0415
+
+            self._expected_errors = (OSError, can.CanError)
             transports.append(
                 IsotpServer(
                     uds.handle,
@@ -150,7 +155,7 @@ class ScanToolOutput:
             except Exception as error:
                 # A port in use or a bus that will not open (OSError, CanError) is the expected
                 # trouble; anything else is a bug worth its traceback, but no reason to stop.
-                expected = isinstance(error, OSError | can.CanError)
+                expected = isinstance(error, self._expected_errors)
                 problem = str(error) or type(error).__name__
                 if self._problems.get(transport.name) != problem:
                     log.error(
