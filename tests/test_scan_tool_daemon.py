@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from carlightd.outputs.scan_tool import output
 from carlightd.store.state import StateStore
 from tests.brokers import subscribed
 from tests.conftest import running, service_settings, wait_until
+from tests.isotp_tester import DEFAULT_PORT, run_isotp_tester
 
 pytestmark = pytest.mark.scan_tool
 
@@ -329,3 +331,38 @@ async def test_a_can_bus_that_will_not_open_is_a_reported_problem(
         cycles = service.daemon.diagnoser.cycle
         await wait_until(lambda: service.daemon.diagnoser.cycle >= cycles + 3)
         assert sub.on(f"{root}/availability")[-1] == b"online"
+
+
+async def test_udsoncan_over_isotp_from_another_process_reads_and_clears(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    group = f"239.74.{random.randrange(256)}.{random.randrange(1, 255)}"  # this test's own bus
+    settings = scan_tool_settings(
+        broker,
+        tmp_path / "state",
+        scan_tool__isotp=True,
+        scan_tool__can_channel=group,
+        scan_tool__doip=False,
+        scan_tool__elm327=False,
+    )
+    service = Service(settings)
+    root = service.publisher.topics.root
+    async with subscribed(*broker, f"{root}/#") as sub, running(service):
+        await asyncio.wait_for(service.scan_tool.started.wait(), 10)
+        assert "isotp" in service.scan_tool.endpoints
+        service.daemon.car.inject("brake_left", "open_circuit")
+        await wait_until(confirmed(service, "brake_left"))
+        seq_before = service.daemon.diagnoser.memory.seq
+        dtcs, cleared = await run_isotp_tester(group, DEFAULT_PORT, "dtcs", "clear")
+        statuses = dict(dtcs)
+        assert statuses[LAMP_DTC] & 0x09 == 0x09  # confirmedDTC and testFailed
+        assert cleared is True
+        await sub.wait_for(
+            lambda: any(
+                e["type"] == "fault_cleared"
+                and e["component"] == "brake_left"
+                and e["seq"] == seq_before + 1
+                for e in sub.json_on(f"{root}/events")
+            ),
+            what="fault_cleared after the clear over ISO-TP",
+        )

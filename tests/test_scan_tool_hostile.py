@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import socket
 import struct
-import sys
 import termios
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +38,7 @@ from carlightd.outputs.scan_tool.isotp import IsotpServer
 from carlightd.store.state import StateStore
 from tests.brokers import Subscriber, subscribed
 from tests.conftest import running, wait_until
+from tests.isotp_tester import DEFAULT_PORT, run_isotp_tester
 from tests.test_scan_tool_daemon import (
     LAMP_DTC,
     VIN,
@@ -53,8 +52,7 @@ pytestmark = pytest.mark.scan_tool
 
 HEADER = struct.Struct("!BBHL")  # DoIP generic header
 ECU, TESTER = 0x0740, 0x0E80
-ISOTP_PORT = 43113  # python-can's udp_multicast default: the configuration names only the group
-ISOTP_CLIENT = Path(__file__).with_name("isotp_client.py")
+ISOTP_PORT = DEFAULT_PORT  # the configuration names only the group
 # What one attack of thousands of packets may cost in log lines (info and above), all told.
 LOG_LINES_PER_ATTACK = 80
 # What the whole test may add to the process's resident memory.
@@ -165,19 +163,7 @@ def good_pty(path: str) -> bytes:
 
 async def good_isotp(group: str, *operations: str) -> list[Any]:
     """udsoncan over can-isotp in a process of its own, on the daemon's bus."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ISOTP_CLIENT),
-        group,
-        str(ISOTP_PORT),
-        *operations,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return [result for _, result in json.loads(out)]
+    return await run_isotp_tester(group, ISOTP_PORT, *operations)
 
 
 # --- the daemon under attack ----------------------------------------------------------------------
