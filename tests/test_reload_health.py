@@ -73,6 +73,36 @@ async def test_reload_applies_a_good_config_and_refuses_a_bad_one(
         assert service.publisher.connected
 
 
+@pytest.mark.scan_tool
+async def test_reload_takes_a_new_vin_and_keeps_the_scan_tool_servers_until_a_restart(
+    broker: tuple[str, int], tmp_path: Path
+) -> None:
+    settings = service_settings(*broker, tmp_path / "state")
+    path = tmp_path / "car.toml"
+    scan_tool = {"doip": True, "doip_port": 0, "elm327": False}
+    write_config(path, settings, scan_tool=scan_tool)
+    service = Service(config.load(path), config_path=path)
+    async with running(service):
+        await wait_until(lambda: "doip" in service.scan_tool.endpoints)
+        where = service.scan_tool.endpoints["doip"]
+        assert await service.scan_tool.uds.handle(b"\x22\xf1\x90") == (
+            b"\x62\xf1\x90" + b"CLDSMLT12V0000043"
+        )
+        write_config(
+            path,
+            settings,
+            vehicle={"vin": "WDB12345678901234"},
+            scan_tool={**scan_tool, "elm327": True},
+        )
+        assert service.reload() is True
+        # The VIN at once, through the same server; the servers stay as they were.
+        assert await service.scan_tool.uds.handle(b"\x22\xf1\x90") == (
+            b"\x62\xf1\x90" + b"WDB12345678901234"
+        )
+        assert service.scan_tool.endpoints == {"doip": where}
+        assert service.settings.scan_tool.elm327 is False  # kept until a restart
+
+
 async def test_reload_with_new_broker_settings_moves_the_connection(
     broker: tuple[str, int], tmp_path: Path, private_broker: Callable[..., PrivateBroker]
 ) -> None:

@@ -8,6 +8,7 @@ daemon reports (log, ROOT/status, systemd status) and retries, never a reason to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
@@ -109,14 +110,7 @@ class ScanToolOutput:
 
     def set_vin(self, vin: str) -> None:
         """A reloaded configuration's VIN, from the next answer on."""
-        self._view = VehicleView(
-            vin=vin,
-            supported=self._view.supported,
-            dtcs=self._view.dtcs,
-            telemetry=self._view.telemetry,
-            warning_lamps=self._view.warning_lamps,
-            at=self._view.at,
-        )
+        self._view = dataclasses.replace(self._view, vin=vin)
 
     def set_kinds(self, kinds: set[Kind]) -> None:
         """The car was replaced: its supported DTCs follow from the next cycle."""
