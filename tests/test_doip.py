@@ -194,7 +194,9 @@ async def test_uds_round_trip_through_doipclient_and_udsoncan(
     assert result["vin"] == VIN
     assert result["nrc"] == Response.Code.ServiceNotSupported
     assert result["alive"] == ECU
-    assert result["status"].max_concurrent_sockets == 8
+    assert (
+        result["status"].max_concurrent_sockets == 16
+    )  # 8 registered and 8 waiting to activate routing
     assert result["status"].max_data_size == 4096
     assert result["power"] == 0x01  # ready
     assert result["identification"].vin == VIN
@@ -255,7 +257,12 @@ async def test_entity_status_and_power_mode_on_tcp(server: DoipServer) -> None:
         version, payload_type, payload = await tester.receive()
         assert (version, payload_type) == (0x03, 0x4002)
         node_type, max_sockets, open_sockets, max_data = struct.unpack("!BBBL", payload)
-        assert (node_type, max_sockets, open_sockets, max_data) == (0x01, 8, 1, 4096)
+        assert (node_type, max_sockets, open_sockets, max_data) == (
+            0x01,
+            16,
+            1,
+            4096,
+        )  # 8 registered + 8 waiting
         await tester.send(frame(0x4003))
         assert await tester.expect(0x4004) == b"\x01"
         await tester.send(frame(0x0007))
@@ -270,6 +277,24 @@ async def test_functional_requests_are_answered_by_the_ecu(server: DoipServer) -
         assert (payload_type, ack[:5]) == (0x8002, struct.pack("!HHB", 0xE400, TESTER, 0))
         answer = await tester.expect(0x8001)
         assert answer == struct.pack("!HH", ECU, TESTER) + b"\x7e\x00"
+
+
+async def test_functional_requests_get_no_refusal_of_what_the_ecu_does_not_serve(
+    server: DoipServer,
+) -> None:
+    # ISO 14229-1: to a functional request, "service not supported" (and 0x12, 0x31, 0x7E,
+    # 0x7F) is not sent: another ECU may serve it. Physically addressed, the refusal is sent.
+    async with raw(server.port) as tester:
+        assert await tester.activate() == 0x10
+        await tester.send(diagnostic(b"\x31\x01\xff\x00", target=0xE400))
+        await tester.expect(0x8002)
+        await tester.send(diagnostic(b"\x22\xf1\x90", target=0xE400))
+        await tester.expect(0x8002)
+        answer = await tester.expect(0x8001)
+        assert answer[4:] == b"\x62\xf1\x90" + VIN.encode()  # the first answer is the second's
+        await tester.send(diagnostic(b"\x31\x01\xff\x00"))
+        await tester.expect(0x8002)
+        assert (await tester.expect(0x8001))[4:] == b"\x7f\x31\x11"
 
 
 async def test_suppressed_response_is_acknowledged_and_not_answered(server: DoipServer) -> None:

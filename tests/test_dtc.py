@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 
 from carlightd.core.domain import Kind
@@ -94,7 +96,22 @@ def test_every_entry_has_a_three_byte_dtc_that_finds_it_again() -> None:
     assert lookup(Kind.LAMP, "open_circuit").uds_code == 0x920013  # B1200, circuit open
 
 
-def test_only_powertrain_codes_reach_obd_modes_03_and_07() -> None:
-    # As on a real car: a generic OBD-II tool sees the P codes, the body codes stay UDS-only.
+def test_obd_modes_03_and_07_see_the_powertrain_codes_and_every_mil_code() -> None:
+    # As on a real car: a generic OBD-II tool sees the P codes and whatever lights the MIL (the
+    # lost body controller, U0140); the body codes stay UDS-only.
     for entry in catalogue().values():
-        assert entry.emission_related == entry.code.startswith("P"), entry.code
+        mil = "check_engine" in entry.lamps
+        assert entry.emission_related == (entry.code.startswith("P") or mil), entry.code
+
+
+def test_a_mil_code_that_obd_cannot_read_is_refused() -> None:
+    text = (carlightd_catalogue_text()).replace(
+        'code = "U0140"\nfailure_type = 0x87\nemission_related = true',
+        'code = "U0140"\nfailure_type = 0x87\nemission_related = false',
+    )
+    with pytest.raises(CatalogueError, match=r"U0140 lights check_engine .* not emission_related"):
+        parse_catalogue(text)
+
+
+def carlightd_catalogue_text() -> str:
+    return (resources.files("carlightd.core") / "dtc_catalogue.toml").read_text("utf-8")

@@ -34,7 +34,7 @@ from carlightd.core.diagnoser import Telemetry
 from carlightd.core.domain import Ignition, Kind
 from carlightd.core.dtc import DTCEntry, DTCStatus, catalogue, lookup
 from carlightd.core.memory import FreezeFrame, StoredDtc
-from carlightd.outputs.scan_tool import records
+from carlightd.outputs.scan_tool import records, uds
 from carlightd.outputs.scan_tool.uds import (
     RESPONSE_PENDING_AFTER_S,
     RESPONSE_PENDING_EVERY_S,
@@ -1027,3 +1027,23 @@ def test_records_tables_match_the_udsoncan_config() -> None:
     assert {record.size for record in records.EXTENDED_DATA_RECORDS} == {
         UDSONCAN_CONFIG["extended_data_size"]
     }
+
+
+@pytest.mark.parametrize(
+    ("response", "sent"),
+    [
+        (b"\x7f\x31\x11", False),  # serviceNotSupported
+        (b"\x7f\x19\x12", False),  # subFunctionNotSupported
+        (b"\x7f\x22\x31", False),  # requestOutOfRange
+        (b"\x7f\x19\x7e", False),
+        (b"\x7f\x19\x7f", False),
+        (b"\x7f\x22\x13", True),  # a malformed request is still said to be one
+        (b"\x7f\x22\x22", True),
+        (b"\x62\xf1\x90" + b"A" * 17, True),
+        (None, False),
+    ],
+)
+def test_a_functional_request_gets_no_refusal_of_what_is_not_served(
+    response: bytes | None, sent: bool
+) -> None:
+    assert (uds.to_functional_request(response) == response and response is not None) is sent

@@ -98,6 +98,11 @@ def parse_catalogue(text: str) -> dict[tuple[Kind, str], DTCEntry]:
             raise CatalogueError(f"{entry.code}: a {entry.kind} has no failure {entry.failure!r}")
         if key in table:
             raise CatalogueError(f"{entry.kind}/{entry.failure} has two codes")
+        if "check_engine" in entry.lamps and not entry.emission_related:
+            raise CatalogueError(
+                f"{entry.code} lights check_engine (the OBD-II MIL) but is not emission_related: "
+                "an OBD-II tool would see the MIL on and no code"
+            )
         if entry.failure_type not in FAILURE_TYPES:
             raise CatalogueError(
                 f"{entry.code}: failure_type {entry.failure_type:#04x} is not in FAILURE_TYPES"

@@ -509,6 +509,8 @@ class DoipServer:
         connection.answering = True
         try:
             response = await self._answer(request, send, gone)
+            if target == FUNCTIONAL_ADDRESS:
+                response = uds.to_functional_request(response)
             if response:
                 await send(response)
         finally:
@@ -551,8 +553,10 @@ class DoipServer:
 
     def _status_reply(self, payload_type: int) -> m.DoIPMessage | None:
         if payload_type == ENTITY_STATUS:
+            # Every open TCP_DATA socket against the most that may be open (registered ones and
+            # those waiting to activate routing), so a tester never reads more open than allowed.
             return m.EntityStatusResponse(  # type: ignore[no-untyped-call]
-                DOIP_NODE, self.max_sockets, len(self._connections), self.max_request_size
+                DOIP_NODE, self.max_open_sockets, len(self._connections), self.max_request_size
             )
         if payload_type == POWER_MODE:
             return m.DiagnosticPowerModeResponse(  # type: ignore[no-untyped-call]

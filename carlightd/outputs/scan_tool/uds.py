@@ -302,6 +302,31 @@ def negative(sid: int, code: int) -> bytes:
     return bytes((NEGATIVE_RESPONSE, sid, code))
 
 
+# ISO 14229-1 (2020 §8.7, response behaviour to functionally addressed requests): an ECU that
+# does not serve what a functional request asks stays silent, since another ECU on the bus may.
+SILENT_TO_FUNCTIONAL_REQUESTS = frozenset(
+    {
+        Code.ServiceNotSupported,
+        Code.SubFunctionNotSupported,
+        Code.RequestOutOfRange,
+        Code.SubFunctionNotSupportedInActiveSession,
+        Code.ServiceNotSupportedInActiveSession,
+    }
+)
+
+
+def to_functional_request(response: bytes | None) -> bytes | None:
+    """What is sent of `handle`'s answer when the request was functionally addressed."""
+    if (
+        response is not None
+        and len(response) == 3
+        and response[0] == NEGATIVE_RESPONSE
+        and response[2] in SILENT_TO_FUNCTIONAL_REQUESTS
+    ):
+        return None
+    return response
+
+
 def response_pending(request: bytes) -> bytes:
     """7F SID 78: the request is being handled, the answer follows (for transports: see
     RESPONSE_PENDING_AFTER_S)."""
