@@ -110,6 +110,41 @@ def test_random_sequences_keep_every_promise(confirm: int, heal: int, steps: lis
         assert sum(per_test[start : start + 60]) <= bound
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    confirm=st.integers(1, 4),
+    heal=st.integers(1, 4),
+    steps=st.lists(st.one_of(step, step, step, rare, st.just("key_on")), max_size=200),
+)
+def test_pending_dtc_follows_iso14229_over_operation_cycles(
+    confirm: int, heal: int, steps: list[str]
+) -> None:
+    """pendingDTC against ISO 14229-1 Annex D written out on its own: set while the test failed in
+    the current operation cycle or the last completed one in which it ran; a cycle it never ran
+    in changes nothing; a clear (or the DTC leaving the memory) resets it."""
+    memory = FaultMemory(confirm, heal, aging_cycles=3)
+    failed_now = tested_now = failed_before = False
+    for i, name in enumerate(steps):
+        run(memory, [name])
+        if name == "key_on":
+            if tested_now:
+                failed_before = failed_now
+            failed_now = tested_now = False
+        elif name == "fail":
+            failed_now = tested_now = True
+        elif name == "pass":
+            tested_now = True
+        entry = memory.stored.get(KEY)
+        if name == "clear" or entry is None:
+            failed_now = tested_now = failed_before = False
+            continue
+        expected = failed_now or failed_before
+        assert bool(memory.status_byte(entry) & DTCStatus.PENDING_DTC) == expected, i
+        record = memory.records.get(KEY)
+        if record is not None:
+            assert bool(record.status_byte() & DTCStatus.PENDING_DTC) == expected, i
+
+
 def test_the_stated_default_bounds() -> None:
     assert events_per_minute_bound(3, 3) == 33
 

@@ -149,8 +149,88 @@ def test_iso14229_status_bits() -> None:
     bits = record.status_byte()
     assert bits & DTCStatus.TEST_NOT_COMPLETED_THIS_OPERATION_CYCLE
     assert not bits & DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
-    assert not bits & DTCStatus.PENDING_DTC
+    # pendingDTC stays: it failed in the last completed operation cycle (ISO 14229-1 Annex D).
+    assert bits & DTCStatus.PENDING_DTC
     assert bits & DTCStatus.CONFIRMED_DTC
+    assert int(bits) == 0xEC
+
+
+def status_bytes(memory: FaultMemory) -> tuple[int, int]:
+    """The brake lamp's open circuit as MQTT (its record) and a scan tool (its stored DTC) read
+    it: both must say the same."""
+    (dtc,) = memory.dtcs()
+    return int(memory.records[(LAMP, "open_circuit")].status_byte()), dtc.dtc_status
+
+
+def test_pending_dtc_lasts_through_the_cycle_after_the_failure_and_no_longer() -> None:
+    memory = FaultMemory(confirm_cycles=2, heal_cycles=3)
+    feed(memory, failing(), 2)
+    assert status_bytes(memory) == (0xAF, 0xAF)
+    # Key-on: testFailedThisOperationCycle goes, pendingDTC stays (failed in the last cycle).
+    memory.start_operation_cycle(T0)
+    assert status_bytes(memory) == (0xED, 0xED)
+    # A whole cycle in which the test never ran: ISO 14229-1 leaves pendingDTC as it was.
+    memory.start_operation_cycle(T0)
+    assert status_bytes(memory) == (0xED, 0xED)
+    # A cycle in which the test ran and passed (not yet healed): still pending during it ...
+    feed(memory, passing())
+    assert status_bytes(memory) == (0xAC, 0xAC)
+    # ... and no longer once it is completed.
+    memory.start_operation_cycle(T0)
+    assert status_bytes(memory) == (0xE8, 0xE8)
+    assert memory.records[(LAMP, "open_circuit")].status == "confirmed"
+
+
+def test_a_cycle_that_failed_once_then_passed_keeps_pending_dtc_into_the_next() -> None:
+    memory = FaultMemory(confirm_cycles=1, heal_cycles=2)
+    feed(memory, failing())
+    feed(memory, passing())  # healed at the next pass, in the next cycle
+    memory.start_operation_cycle(T0)
+    assert status_bytes(memory) == (0xEC, 0xEC)
+    feed(memory, passing())
+    assert memory.records == {}
+    (dtc,) = memory.dtcs()
+    assert dtc.dtc_status == 0x2C  # healed in this cycle: it failed in the last one
+    memory.start_operation_cycle(T0)
+    assert memory.dtcs()[0].dtc_status == 0x68  # confirmed, stored, untested this cycle
+
+
+def test_a_pending_record_loses_pending_dtc_after_a_cycle_that_only_passed() -> None:
+    # Not yet confirmed and not yet dropped by its debounce counter: the record stays (MQTT calls
+    # it pending), but ISO 14229-1's pendingDTC follows operation cycles, not the debounce.
+    memory = FaultMemory(confirm_cycles=3, heal_cycles=3)
+    feed(memory, failing())
+    assert status_bytes(memory) == (0x27, 0x27)
+    memory.start_operation_cycle(T0)
+    assert status_bytes(memory) == (0x65, 0x65)
+    feed(memory, passing())
+    assert status_bytes(memory) == (0x24, 0x24)
+    memory.start_operation_cycle(T0)
+    assert memory.records[(LAMP, "open_circuit")].status == "pending"
+    assert status_bytes(memory) == (0x60, 0x60)
+    feed(memory, failing())  # failing again sets it again at once
+    assert status_bytes(memory) == (0x27, 0x27)
+
+
+def test_clear_ends_pending_dtc() -> None:
+    memory = FaultMemory(confirm_cycles=1, heal_cycles=1)
+    feed(memory, failing())
+    memory.start_operation_cycle(T0)
+    feed(memory, not_run())
+    assert status_bytes(memory) == (0xED, 0xED)
+    memory.clear(T0)
+    assert memory.dtcs() == []
+    memory.start_operation_cycle(T0)
+    feed(memory, passing())
+    assert memory.dtcs() == []
+    # The fault comes back: a new DTC, pending from this failure only.
+    feed(memory, failing())
+    assert status_bytes(memory) == (0xAF, 0xAF)
+    feed(memory, passing())
+    memory.start_operation_cycle(T0)
+    feed(memory, passing())
+    memory.start_operation_cycle(T0)
+    assert memory.dtcs()[0].dtc_status == 0x68
 
 
 def test_consequence_is_recorded_and_updated() -> None:

@@ -338,6 +338,81 @@ def test_stored_dtcs_and_debounce_counters_survive_a_restart(tmp_path: Path) -> 
     }
 
 
+def pending_after_key_on(t0: datetime) -> FaultMemory:
+    """open_circuit confirmed and still active, degraded healed but stored: both failed in the
+    cycle that just ended, so both read pendingDTC (bit 2) in the new one."""
+    memory = FaultMemory(1, 2)
+    for finding in (OTHER, PASS, PASS, FAIL):
+        memory.update({LAMP: finding}, t0)
+    memory.start_operation_cycle(t0)
+    return memory
+
+
+def test_pending_dtc_of_the_last_operation_cycle_survives_a_restart(tmp_path: Path) -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    memory = pending_after_key_on(t0)
+    assert [(d.failure, d.dtc_status) for d in memory.dtcs()] == [
+        ("degraded", 0x6C),
+        ("open_circuit", 0xED),
+    ]
+    StateStore(tmp_path, "demo-car").save(memory)
+    saved = json.loads((tmp_path / STATE_FILE).read_text())
+    assert saved["version"] == 2
+    assert [r["failed_last_operation_cycle"] for r in saved["records"]] == [True]
+    assert [d["failed_last_operation_cycle"] for d in saved["dtcs"]] == [True, True]
+
+    again = FaultMemory(1, 2)
+    StateStore(tmp_path, "demo-car").load(again)
+    assert again.dtcs() == memory.dtcs()
+    record = again.records[(LAMP, "open_circuit")]
+    assert int(record.status_byte()) == 0xED
+    # And it still ends as ISO 14229-1 says: after a cycle in which the test ran and passed.
+    again.update({LAMP: PASS}, t0)
+    again.start_operation_cycle(t0)
+    assert [(d.failure, d.dtc_status) for d in again.dtcs()] == [
+        ("degraded", 0x68),
+        ("open_circuit", 0xE8),
+    ]
+
+
+def test_a_restart_mid_cycle_is_a_new_operation_cycle_that_keeps_pending_dtc(
+    tmp_path: Path,
+) -> None:
+    # The daemon starts an operation cycle when it starts: the cycle saved mid-way has ended.
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    memory = FaultMemory(1, 2)
+    memory.update({LAMP: FAIL}, t0)
+    StateStore(tmp_path, "demo-car").save(memory)
+    again = FaultMemory(1, 2)
+    StateStore(tmp_path, "demo-car").load(again)
+    again.start_operation_cycle(t0)
+    assert [d.dtc_status for d in again.dtcs()] == [0xED]
+
+
+def test_a_state_file_written_before_failed_last_operation_cycle_still_loads(
+    tmp_path: Path,
+) -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    StateStore(tmp_path, "demo-car").save(pending_after_key_on(t0))
+    path = tmp_path / STATE_FILE
+    saved = json.loads(path.read_text())
+    for item in (*saved["records"], *saved["dtcs"]):
+        del item["failed_last_operation_cycle"]
+    path.write_text(json.dumps(saved))
+    assert "failed_last_operation_cycle" not in path.read_text()
+
+    memory = FaultMemory(1, 2)
+    StateStore(tmp_path, "demo-car").load(memory)  # no StateRejectedError: nothing set aside
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
+    assert memory.seq == saved["seq"]
+    # As the code that wrote it read them: bit 2 already gone after the key-on.
+    assert [(d.failure, d.dtc_status) for d in memory.dtcs()] == [
+        ("degraded", 0x68),
+        ("open_circuit", 0xE9),
+    ]
+    assert memory.records[(LAMP, "open_circuit")].status == "confirmed"
+
+
 def test_a_version_1_file_is_still_read(tmp_path: Path) -> None:
     (tmp_path / STATE_FILE).write_text(
         json.dumps(

@@ -19,6 +19,10 @@ Stored DTCs: a confirmed DTC stays stored after it heals, with the ISO 14229 sta
 occurrences (confirmations since the last clear), first and last failure time, a freeze frame taken
 at its first confirmation and an aging counter: operation cycles (key off -> on) that were completed
 with the test run and never failing. After `aging_cycles` of them it is removed (`dtc_aged`).
+pendingDTC (bit 2) is ISO 14229-1 Annex D's: set while the test failed in the current operation
+cycle or in the last completed one in which it ran; only a completed cycle in which the test ran and
+never failed resets it (a cycle it never ran in changes nothing), and so does a clear. OBD-II mode
+07 reads this bit (SAE J1979: "current or last completed driving cycle").
 `clear` removes active faults and stored DTCs, each with a `fault_cleared` event.
 
 Every transition is an event with a sequence number that rises by exactly one, across restarts
@@ -105,6 +109,8 @@ class FaultRecord:
     failed_last_test: bool = True
     failed_this_operation_cycle: bool = True
     tested_this_operation_cycle: bool = True
+    # Failed in the last completed operation cycle in which the test ran (pendingDTC, bit 2).
+    failed_last_operation_cycle: bool = False
     # The debounce counter in units of 1/(2 * confirm_cycles) FDC step (see the module doc).
     counter: int = 0
 
@@ -131,7 +137,7 @@ class FaultRecord:
             bits |= DTCStatus.TEST_FAILED
         if self.failed_this_operation_cycle:
             bits |= DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
-        if self.status == "pending" or self.failed_this_operation_cycle:
+        if self.failed_this_operation_cycle or self.failed_last_operation_cycle:
             bits |= DTCStatus.PENDING_DTC
         if self.status == "confirmed":
             bits |= DTCStatus.CONFIRMED_DTC
@@ -158,6 +164,8 @@ class DtcEntry:
     failed_last_test: bool = True
     failed_this_operation_cycle: bool = True
     tested_this_operation_cycle: bool = True
+    # Failed in the last completed operation cycle in which the test ran (pendingDTC, bit 2).
+    failed_last_operation_cycle: bool = False
 
     @property
     def dtc(self) -> str:
@@ -215,9 +223,7 @@ class FaultMemory:
             bits |= DTCStatus.TEST_FAILED
         if entry.failed_this_operation_cycle:
             bits |= DTCStatus.TEST_FAILED_THIS_OPERATION_CYCLE
-        if (record is not None and record.status == "pending") or (
-            entry.failed_this_operation_cycle
-        ):
+        if entry.failed_this_operation_cycle or entry.failed_last_operation_cycle:
             bits |= DTCStatus.PENDING_DTC
         if entry.occurrences > 0:
             bits |= DTCStatus.CONFIRMED_DTC
@@ -374,7 +380,8 @@ class FaultMemory:
     def start_operation_cycle(self, now: datetime) -> list[FaultEvent]:
         """The key was turned on: the operation cycle that ended ages every healed DTC that was
         tested in it and never failed; one aged `aging_cycles` times goes (`dtc_aged`). Then the
-        per-operation-cycle status bits start afresh."""
+        per-operation-cycle status bits start afresh, after pendingDTC has taken the ended cycle's
+        verdict."""
         events = []
         for key, entry in sorted(self.stored.items()):
             if key in self.records:
@@ -385,12 +392,19 @@ class FaultMemory:
                     del self.stored[key]
                     events.append(self._event("dtc_aged", entry, now))
         for entry in self.stored.values():
-            entry.failed_this_operation_cycle = False
-            entry.tested_this_operation_cycle = False
+            _end_operation_cycle(entry)
         for record in self.records.values():
-            record.failed_this_operation_cycle = False
-            record.tested_this_operation_cycle = False
+            _end_operation_cycle(record)
         return events
+
+
+def _end_operation_cycle(item: FaultRecord | DtcEntry) -> None:
+    """The cycle's verdict becomes the last completed cycle's; a cycle in which the test never
+    ran leaves it as it was (ISO 14229-1 Annex D: pendingDTC is not updated then)."""
+    if item.tested_this_operation_cycle or item.failed_this_operation_cycle:
+        item.failed_last_operation_cycle = item.failed_this_operation_cycle
+    item.failed_this_operation_cycle = False
+    item.tested_this_operation_cycle = False
 
 
 def _passes(result: SelfTestResult, failure: str) -> bool:

@@ -68,6 +68,9 @@ class _StoredRecord(BaseModel):
     failed_last_test: bool = False
     failed_this_operation_cycle: bool = False
     tested_this_operation_cycle: bool = False
+    # Added within version 2 with a default (an additive field needs no new version), so files
+    # written before it still load; a bit 2 the older code had already dropped stays dropped.
+    failed_last_operation_cycle: bool = False
 
 
 class _StoredFreezeFrame(BaseModel):
@@ -97,6 +100,7 @@ class _StoredDtc(BaseModel):
     failed_last_test: bool
     failed_this_operation_cycle: bool
     tested_this_operation_cycle: bool
+    failed_last_operation_cycle: bool = False  # added within version 2, as in _StoredRecord
 
 
 class _StoredEvent(BaseModel):
@@ -137,6 +141,7 @@ def _entry(d: _StoredDtc) -> DtcEntry:
         failed_last_test=d.failed_last_test,
         failed_this_operation_cycle=d.failed_this_operation_cycle,
         tested_this_operation_cycle=d.tested_this_operation_cycle,
+        failed_last_operation_cycle=d.failed_last_operation_cycle,
     )
 
 
@@ -260,6 +265,7 @@ class StateStore:
                 failed_last_test=r.failed_last_test,
                 failed_this_operation_cycle=r.failed_this_operation_cycle,
                 tested_this_operation_cycle=r.tested_this_operation_cycle,
+                failed_last_operation_cycle=r.failed_last_operation_cycle,
                 counter=memory.counter_max if r.status == "confirmed" else r.counter,
             )
             for r in stored.records
@@ -354,6 +360,7 @@ class StateStore:
                     failed_last_test=r.failed_last_test,
                     failed_this_operation_cycle=r.failed_this_operation_cycle,
                     tested_this_operation_cycle=r.tested_this_operation_cycle,
+                    failed_last_operation_cycle=r.failed_last_operation_cycle,
                 )
                 for r in memory.faults()
             ],
