@@ -27,12 +27,12 @@ from carlightd.core.dtc import DTCStatus
 from carlightd.outputs.scan_tool.doip import DoipServer
 from carlightd.outputs.scan_tool.uds import UdsServer
 from carlightd.outputs.scan_tool.view import VehicleView
+from tests.doip_wire import HEADER, frame, well_formed_replies
 from tests.scan_tool_memories import BRAKE_OPEN, CONFIRMED, BrakeLampMemory
 
 VIN = "WCARLIGHT0D000042"
 ECU = 0x0740
 TESTER = 0x0E00
-HEADER = struct.Struct("!BBHL")
 BIG_RESPONSE = 4000  # what the test handler answers to ReadMemoryByAddress (0x23)
 
 
@@ -75,10 +75,6 @@ async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(10):
         while not condition():
             await asyncio.sleep(0.01)
-
-
-def frame(payload_type: int, payload: bytes = b"", version: int = 2) -> bytes:
-    return HEADER.pack(version, version ^ 0xFF, payload_type, len(payload)) + payload
 
 
 def activation(source: int = TESTER, activation_type: int = 0) -> bytes:
@@ -718,23 +714,6 @@ async def test_start_fails_cleanly_when_the_port_is_taken() -> None:
 
 
 # --- fuzz -----------------------------------------------------------------------------------------
-
-KNOWN_REPLIES = {0x0000, 0x0004, 0x0006, 0x0007, 0x0008, 0x4002, 0x4004, 0x8001, 0x8002, 0x8003}
-
-
-def well_formed_replies(data: bytes) -> bool:
-    """Whatever the server sent back parses as a sequence of DoIP messages it may send."""
-    while data:
-        if len(data) < HEADER.size:
-            return False
-        version, inverse, payload_type, length = HEADER.unpack_from(data)
-        if version not in (2, 3) or inverse != version ^ 0xFF or payload_type not in KNOWN_REPLIES:
-            return False
-        if len(data) < HEADER.size + length:
-            return False
-        data = data[HEADER.size + length :]
-    return True
-
 
 headers = st.builds(
     HEADER.pack,

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import socket
-import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import can
@@ -28,10 +25,10 @@ from udsoncan.connections import PythonIsoTpConnection
 
 from carlightd.outputs.scan_tool.isotp import IsotpServer
 from carlightd.outputs.scan_tool.uds import UdsServer
+from tests.isotp_tester import run_isotp_tester
 from tests.scan_tool_memories import BRAKE_OPEN, CONFIRMED, BrakeLampMemory
 
 VIN = "WCARLIGHT0D000042"
-CLIENT = Path(__file__).with_name("isotp_client.py")
 DTCS = [(0xC10116, 0x2F), (0x911300, 0x09), (0xA02A1C, 0x08)]
 
 
@@ -78,25 +75,6 @@ async def serving(
         await server.close()
 
 
-async def run_tester(group: str, port: int, *operations: str) -> list[Any]:
-    """Run the udsoncan client in its own process; the result of each operation, in order."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(CLIENT),
-        group,
-        str(port),
-        *operations,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(30):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    results: list[tuple[str, Any]] = json.loads(out)
-    assert [operation for operation, _ in results] == list(operations)
-    return [result for _, result in results]
-
-
 async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(10):
         while not condition():
@@ -129,7 +107,7 @@ async def test_multi_frame_answers_to_a_tester_in_another_process(
 ) -> None:
     group, port = channel
     async with serving(group, port) as server:
-        vin, dtcs, written, cleared = await run_tester(
+        vin, dtcs, written, cleared = await run_isotp_tester(
             group, port, "vin", "dtcs", "write_vin", "clear"
         )
         assert server.answered == 4
@@ -199,7 +177,7 @@ async def test_malformed_frames_never_stop_the_server(channel: tuple[str, int]) 
             bus.send(frame(0x1F, 0xFF, 0x22, 0xF1, 0x90, 0, 0, 0))
             await until(lambda: counts["isotp_ConsecutiveFrameTimeoutError"] >= 1)
             bus.send(frame(0x1F, 0xFF, 0x22, 0xF1, 0x90, 0, 0, 0))  # and again, interrupted
-        vin, dtcs = await run_tester(group, port, "vin", "dtcs")
+        vin, dtcs = await run_isotp_tester(group, port, "vin", "dtcs")
     assert vin == VIN
     assert len(dtcs) == 3
     assert server.answered == 2  # nothing malformed was taken for a request
@@ -220,7 +198,7 @@ async def test_a_handler_that_fails_costs_one_answer(channel: tuple[str, int]) -
         with raw_bus(group, port) as bus:
             bus.send(frame(0x03, 0x22, 0xF1, 0x90))
             await until(lambda: server.tally.counts["isotp_handler_failed"] == 1)
-        [vin] = await run_tester(group, port, "vin")
+        [vin] = await run_isotp_tester(group, port, "vin")
     assert vin == VIN
 
 
@@ -320,7 +298,9 @@ async def test_the_uds_server_over_isotp(channel: tuple[str, int]) -> None:
     car = BrakeLampMemory(VIN)
     ecu = UdsServer(car.link())
     async with serving(group, port, ecu.handle):
-        vin, before, cleared, after = await run_tester(group, port, "vin", "dtcs", "clear", "dtcs")
+        vin, before, cleared, after = await run_isotp_tester(
+            group, port, "vin", "dtcs", "clear", "dtcs"
+        )
     assert vin == VIN
     assert before == [[BRAKE_OPEN.uds_code, CONFIRMED]]
     assert cleared is True

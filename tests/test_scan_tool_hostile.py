@@ -38,6 +38,7 @@ from carlightd.outputs.scan_tool.isotp import IsotpServer
 from carlightd.store.state import StateStore
 from tests.brokers import Subscriber, subscribed
 from tests.conftest import running, wait_until
+from tests.doip_wire import HEADER, frame, well_formed_replies
 from tests.isotp_tester import DEFAULT_PORT, run_isotp_tester
 from tests.test_scan_tool_daemon import (
     LAMP_DTC,
@@ -50,7 +51,6 @@ from tests.test_scan_tool_daemon import (
 
 pytestmark = pytest.mark.scan_tool
 
-HEADER = struct.Struct("!BBHL")  # DoIP generic header
 ECU, TESTER = 0x0740, 0x0E80
 ISOTP_PORT = DEFAULT_PORT  # the configuration names only the group
 # What one attack of thousands of packets may cost in log lines (info and above), all told.
@@ -76,16 +76,12 @@ UDS_SIDS = (
 )
 
 
-def doip(payload_type: int, payload: bytes = b"", version: int = 2) -> bytes:
-    return HEADER.pack(version, version ^ 0xFF, payload_type, len(payload)) + payload
-
-
 def activation(source: int = TESTER, activation_type: int = 0) -> bytes:
-    return doip(0x0005, struct.pack("!HBL", source, activation_type, 0))
+    return frame(0x0005, struct.pack("!HBL", source, activation_type, 0))
 
 
 def diagnostic(request: bytes, source: int = TESTER, target: int = ECU) -> bytes:
-    return doip(0x8001, struct.pack("!HH", source, target) + request)
+    return frame(0x8001, struct.pack("!HH", source, target) + request)
 
 
 def rss_mb() -> float:
@@ -395,11 +391,11 @@ def udp_flood(port: int, count: int) -> int:
         for _ in range(count):
             sock.sendto(rng.randbytes(rng.randrange(80)), ("127.0.0.1", port))
         for _ in range(count):
-            sock.sendto(doip(0x0001), ("127.0.0.1", port))
+            sock.sendto(frame(0x0001), ("127.0.0.1", port))
         fake = b"WSPOOFEDVIN000001" + struct.pack("!H", 0x0741) + bytes(12) + b"\x00"
         for _ in range(count):
-            sock.sendto(doip(0x0004, fake), ("127.0.0.1", port))
-            sock.sendto(doip(0x0003, b"WSPOOFEDVIN000001"), ("127.0.0.1", port))
+            sock.sendto(frame(0x0004, fake), ("127.0.0.1", port))
+            sock.sendto(frame(0x0003, b"WSPOOFEDVIN000001"), ("127.0.0.1", port))
         replies = 0
         with contextlib.suppress(TimeoutError):
             while sock.recv(4096):
@@ -412,7 +408,7 @@ def identified(port: int) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.5)
         for _ in range(10):
-            sock.sendto(doip(0x0001), ("127.0.0.1", port))
+            sock.sendto(frame(0x0001), ("127.0.0.1", port))
             with contextlib.suppress(TimeoutError):
                 return sock.recv(4096)
     raise AssertionError("no vehicle identification answer")
@@ -649,30 +645,13 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-DOIP_REPLIES = {0x0000, 0x0004, 0x0006, 0x0007, 0x0008, 0x4002, 0x4004, 0x8001, 0x8002, 0x8003}
-
-
-def well_formed_doip(data: bytes) -> bool:
-    """Whatever came back parses as DoIP messages a node may send."""
-    while data:
-        if len(data) < HEADER.size:
-            return False
-        version, inverse, payload_type, length = HEADER.unpack_from(data)
-        if version not in (2, 3) or inverse != version ^ 0xFF or payload_type not in DOIP_REPLIES:
-            return False
-        if len(data) < HEADER.size + length:
-            return False
-        data = data[HEADER.size + length :]
-    return True
-
-
 uds_requests = st.tuples(
     st.one_of(st.sampled_from(UDS_SIDS), st.integers(0, 255)), st.binary(max_size=12)
 ).map(lambda parts: bytes([parts[0]]) + parts[1])
 doip_messages = st.one_of(
     uds_requests.map(diagnostic),
     st.builds(
-        lambda payload_type, version, body: doip(payload_type, body, version),
+        lambda payload_type, version, body: frame(payload_type, body, version),
         st.sampled_from([0x0001, 0x0005, 0x0007, 0x0008, 0x4001, 0x4003, 0x8001, 0xFFFF]),
         st.sampled_from([0x02, 0x03, 0xFF]),
         st.binary(max_size=16),
@@ -692,7 +671,7 @@ doip_streams = st.tuples(st.booleans(), st.lists(doip_messages, min_size=1, max_
 datagrams = st.one_of(
     st.binary(max_size=64),
     st.builds(
-        lambda payload_type, version, body: doip(payload_type, body, version),
+        lambda payload_type, version, body: frame(payload_type, body, version),
         st.sampled_from([0x0000, 0x0001, 0x0002, 0x0003, 0x0004, 0x4001, 0x4003, 0x8001]),
         st.sampled_from([0x02, 0x03, 0xFF, 0x00]),
         st.binary(max_size=40),
@@ -753,7 +732,7 @@ async def test_fuzzed_doip_tcp_streams(broker: tuple[str, int], tmp_path: Path) 
                     sock.sendall(stream)
                     sock.shutdown(socket.SHUT_WR)
                 received = read_until_closed(sock)
-            assert well_formed_doip(received), received.hex()
+            assert well_formed_replies(received), received.hex()
 
         with it.attack("doip fuzz"):
             await asyncio.to_thread(fuzz)
@@ -774,7 +753,7 @@ async def test_fuzzed_doip_datagrams(broker: tuple[str, int], tmp_path: Path) ->
                 sock.sendto(datagram, ("127.0.0.1", port))
                 with contextlib.suppress(TimeoutError):
                     reply = sock.recv(4096)
-                    assert well_formed_doip(reply), reply.hex()
+                    assert well_formed_replies(reply), reply.hex()
 
         with it.attack("udp fuzz"):
             await asyncio.to_thread(fuzz)
