@@ -21,6 +21,7 @@ from functools import cache
 from carlightd import logs
 from carlightd.core.domain import Kind
 from carlightd.core.dtc import DTCEntry, DTCStatus, by_uds_code
+from carlightd.outputs.scan_tool.tally import worth_logging
 from carlightd.outputs.scan_tool.view import ScanToolLink, VehicleView
 
 log = logs.get("carlightd.scan_tool.elm327")
@@ -228,17 +229,12 @@ async def _clear(link: ScanToolLink) -> bytes:
         cleared = await link.clear()
     except Exception:  # the daemon's clear failed: the ECU says so, the session goes on
         _clear_failures += 1
-        if is_power_of_two(_clear_failures):  # a client repeating 04 cannot flood the log
+        if worth_logging(_clear_failures):  # a client repeating 04 cannot flood the log
             log.exception("elm327_clear_failed", failures=_clear_failures)
         return bytes([NEGATIVE_RESPONSE, CLEAR_DTCS, CONDITIONS_NOT_CORRECT])
     if cleared:
         log.info("elm327_faults_cleared", cleared=cleared)
     return bytes([CLEAR_DTCS + POSITIVE])
-
-
-def is_power_of_two(count: int) -> bool:
-    """Whether to log the count-th occurrence of something a client can repeat: 1, 2, 4, 8 ..."""
-    return count > 0 and count & (count - 1) == 0
 
 
 # --- the CAN link: ISO-TP framing --------------------------------------------------------------

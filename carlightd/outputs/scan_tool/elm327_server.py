@@ -22,7 +22,8 @@ import tty
 from dataclasses import dataclass
 
 from carlightd import logs
-from carlightd.outputs.scan_tool.elm327 import Elm327Session, is_power_of_two
+from carlightd.outputs.scan_tool.elm327 import Elm327Session
+from carlightd.outputs.scan_tool.tally import worth_logging
 from carlightd.outputs.scan_tool.view import ScanToolLink
 
 log = logs.get("carlightd.scan_tool.elm327")
@@ -128,13 +129,13 @@ class Elm327TcpServer:
             ended_by_client = True
         except TimeoutError:
             self.dropped += 1
-            if is_power_of_two(self.dropped):
+            if worth_logging(self.dropped):
                 log.info("elm327_client_not_reading_dropped", dropped=self.dropped)
         except ConnectionError:
             pass  # the client went away mid-answer
         except Exception:  # a bug: this client is closed, the server serves on
             self.failures += 1
-            if is_power_of_two(self.failures):
+            if worth_logging(self.failures):
                 log.exception("elm327_client_failed", peer=str(peer), failures=self.failures)
         finally:
             if ended_by_client and not client.evicted:
@@ -162,7 +163,7 @@ class Elm327TcpServer:
         # Its conversation reads EOF and ends; no hang-up: nothing it sent is left to answer.
         quietest.writer.transport.abort()
         self.evicted += 1
-        if is_power_of_two(self.evicted):  # newcomers in a loop cannot flood the log
+        if worth_logging(self.evicted):  # newcomers in a loop cannot flood the log
             log.info(
                 "elm327_silent_client_evicted",
                 evicted=self.evicted,
@@ -173,7 +174,7 @@ class Elm327TcpServer:
 
     def _refuse(self, writer: asyncio.StreamWriter) -> None:
         self.refused += 1
-        if is_power_of_two(self.refused):  # a connection flood cannot flood the log
+        if worth_logging(self.refused):  # a connection flood cannot flood the log
             log.info("elm327_client_refused", refused=self.refused, limit=self._max_clients)
         # A reset, not an orderly EOF: the app sees a connection error rather than an adapter
         # that accepted it and hung up, and a connection flood leaves no TIME_WAIT behind.
@@ -285,7 +286,7 @@ class Elm327PtyServer:
         if error.errno == errno.EIO:
             return  # no one holds the slave: normal between two apps
         self._io_errors += 1
-        if is_power_of_two(self._io_errors):
+        if worth_logging(self._io_errors):
             log.warning(what, error=str(error), errors=self._io_errors)
 
     def _on_readable(self) -> None:
