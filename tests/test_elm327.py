@@ -44,7 +44,6 @@ def car_view(*, telemetry: bool = True, mil: bool = True) -> VehicleView:
         ),
         telemetry=Telemetry(Ignition.RUN, 1726.0, 12.6, None, None, None) if telemetry else None,
         warning_lamps=MappingProxyType({"bulb": True, "battery": True, "check_engine": mil}),
-        at=AT,
     )
 
 
@@ -58,7 +57,7 @@ class Car:
     async def clear(self) -> int:
         self.clears += 1
         cleared = len(self.view.dtcs)
-        self.view = VehicleView(vin=VIN, supported=self.view.supported, at=AT)
+        self.view = VehicleView(vin=VIN, supported=self.view.supported)
         return cleared
 
     def link(self) -> ScanToolLink:

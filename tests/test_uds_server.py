@@ -1014,7 +1014,6 @@ def hand_view(*dtcs: StoredDtc, telemetry: Telemetry | None = None) -> VehicleVi
         dtcs=dtcs,
         telemetry=telemetry,
         warning_lamps=MappingProxyType({}),
-        at=T0,
     )
 
 

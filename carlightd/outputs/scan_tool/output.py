@@ -104,10 +104,6 @@ class ScanToolOutput:
             transports.append(Elm327PtyServer(link))
         return transports
 
-    @property
-    def vin(self) -> str:
-        return self._view.vin
-
     def set_vin(self, vin: str) -> None:
         """A reloaded configuration's VIN, from the next answer on."""
         self._view = dataclasses.replace(self._view, vin=vin)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import MappingProxyType
 
 from carlightd.core.diagnoser import CycleReport, Telemetry
@@ -29,7 +28,6 @@ class VehicleView:
     # None until the first cycle: values a scan tool asks for are then not available.
     telemetry: Telemetry | None = None
     warning_lamps: Mapping[WarningLamp, bool] = field(default_factory=lambda: MappingProxyType({}))
-    at: datetime | None = None
 
 
 def supported_entries(kinds: set[Kind]) -> tuple[DTCEntry, ...]:
@@ -44,7 +42,6 @@ def view_of(report: CycleReport, vin: str, supported: tuple[DTCEntry, ...]) -> V
         dtcs=tuple(report.dtcs),
         telemetry=report.telemetry,
         warning_lamps=MappingProxyType(dict(report.warning_lamps)),
-        at=report.at,
     )
 
 
