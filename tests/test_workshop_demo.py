@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from carlightd.config import ScanToolConfig, Settings
+from carlightd.tools.demo import demo_scan_tool, scan_tool_instructions
 from tests.brokers import free_port
+from tests.simulate import settings as make_settings
 
 pytestmark = pytest.mark.scan_tool
 
@@ -101,3 +105,27 @@ def test_demo_serves_the_workshop_and_the_readme_examples_read_it(
             assert proc.wait(10) == 0
         finally:
             proc.kill()
+
+
+def test_the_demo_takes_free_ports_where_the_usual_ones_are_taken() -> None:
+    # Another daemon on the usual ports (as for the dashboard): the demo takes any free one and
+    # prints it; a free usual port is kept.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        usual = ScanToolConfig(doip_port=busy, elm327_port=free_port())
+        chosen = demo_scan_tool(usual)
+    assert (chosen.doip_port, chosen.elm327_port) == (0, usual.elm327_port)
+    assert chosen.elm327_pty is True
+
+
+def test_the_demo_says_which_interface_could_not_start() -> None:
+    settings = Settings(components=make_settings().components)
+    text = scan_tool_instructions(
+        settings,
+        {"elm327": "127.0.0.1:35000"},
+        ["scan tool doip: [Errno 98] address already in use"],
+    )
+    assert "OBD-II, ELM327 on TCP: 127.0.0.1:35000" in text
+    assert "scan tool doip: [Errno 98] address already in use (tried again" in text
+    assert "UDS over DoIP" not in text

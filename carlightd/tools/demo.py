@@ -9,13 +9,13 @@ import contextlib
 import itertools
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from carlightd import logs
 from carlightd.app.daemon import Service
-from carlightd.config import Settings
+from carlightd.config import ScanToolConfig, Settings
 from carlightd.consumers.dashboard.server import serving
 from carlightd.core.domain import Ignition
 from carlightd.runtime import signals
@@ -79,13 +79,25 @@ def demo_settings(settings: Settings, state_dir: Path) -> Settings:
             "vehicle": settings.vehicle.model_copy(update={"ignition": Ignition.RUN}),
             "simulation": settings.simulation.model_copy(update={"profile": "drive"}),
             "diagnostics": settings.diagnostics.model_copy(update={"state_dir": state_dir}),
-            # The ELM327 on a pseudo-terminal too, for apps and tools that want a serial port.
-            "scan_tool": settings.scan_tool.model_copy(update={"elm327_pty": True}),
+            "scan_tool": demo_scan_tool(settings.scan_tool),
         }
     )
 
 
-def scan_tool_instructions(settings: Settings, endpoints: dict[str, str]) -> str:
+def demo_scan_tool(scan_tool: ScanToolConfig) -> ScanToolConfig:
+    """The ELM327 on a pseudo-terminal too, for apps and tools that want a serial port; and, as
+    for the dashboard, any free port where the usual one is taken (another daemon, say)."""
+    update: dict[str, object] = {"elm327_pty": True}
+    for host, key in (("doip_host", "doip_port"), ("elm327_host", "elm327_port")):
+        port = getattr(scan_tool, key)
+        if port and not _port_free(port, getattr(scan_tool, host)):
+            update[key] = 0
+    return scan_tool.model_copy(update=update)
+
+
+def scan_tool_instructions(
+    settings: Settings, endpoints: Mapping[str, str], problems: Sequence[str]
+) -> str:
     """Where the workshop's tools reach the car (only the interfaces that did start)."""
     lines = ['For the workshop (see the README, "For the workshop"):']
     if "doip" in endpoints:
@@ -104,20 +116,19 @@ def scan_tool_instructions(settings: Settings, endpoints: dict[str, str]) -> str
         ]
     if "elm327_pty" in endpoints:
         lines.append(f"  OBD-II, ELM327 on a serial port: {endpoints['elm327_pty']}")
+    lines += [f"  {problem} (tried again every few seconds)" for problem in problems]
     if len(lines) == 1:
-        config = settings.scan_tool
-        if config.doip or config.isotp or config.elm327 or config.elm327_pty:
-            lines.append("  (no scan-tool interface could start: the log says why)")
-        else:
-            lines.append("  (the scan-tool interfaces are off: [scan_tool] in the configuration)")
+        lines.append("  (the scan-tool interfaces are off: [scan_tool] in the configuration)")
     return "\n".join(lines)
 
 
 async def print_scan_tool_instructions(service: Service, out: TextIO) -> None:
     await service.scan_tool.started.wait()
-    print(
-        scan_tool_instructions(service.settings, service.scan_tool.endpoints), file=out, flush=True
+    scan_tool = service.scan_tool
+    instructions = scan_tool_instructions(
+        service.settings, scan_tool.endpoints, scan_tool.problems()
     )
+    print(instructions, file=out, flush=True)
 
 
 def instructions(settings: Settings) -> str:
@@ -145,10 +156,10 @@ async def a_dashboard(settings: Settings) -> AsyncIterator[str]:
         yield f"http://{host}:{bound}/"
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True
