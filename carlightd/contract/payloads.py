@@ -299,10 +299,11 @@ class StatusPayload(_Payload):
     """`ROOT/status` (retained; an extension of contract v1.1): how the daemon itself is doing.
 
     `problems` names what is wrong with the daemon (not the car): state that cannot be saved
-    (then `state_saved` is false), a scan-tool interface that cannot start. `last_event_seq` is the highest event `seq` handed out; it reaches the broker before
-    any event numbered up to it, and a daemon that restarts with an older state file (a full
-    disk, a deleted file) continues above it, so no `seq` is ever reused. `instance` tells two
-    daemons that claim the same car apart.
+    (then `state_saved` is false), a scan-tool interface that cannot start. `last_event_seq` is
+    the highest event `seq` handed out; it reaches the broker before any event numbered up to
+    it, and a daemon that restarts with an older state file (a full disk, a deleted file)
+    continues above it, so no `seq` is ever reused. `instance` tells two daemons that claim the
+    same car apart.
     """
 
     vehicle: str
