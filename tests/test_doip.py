@@ -759,7 +759,14 @@ async def test_udp_garbage_never_stops_discovery() -> None:
                 sock.sendto(datagram, ("127.0.0.1", server.port))
 
         await asyncio.to_thread(fuzz)
-        [reply] = await asyncio.to_thread(udp_exchange, server.port, [frame(0x0001)], 1)
+        # Asked as a tester does over UDP, again if unanswered: behind the flood the kernel may
+        # drop a datagram when the node's receive buffer is full.
+        for attempt in range(5):
+            try:
+                [reply] = await asyncio.to_thread(udp_exchange, server.port, [frame(0x0001)], 1)
+                break
+            except TimeoutError:
+                assert attempt < 4, "discovery never answered after the garbage"
         assert reply[8:25] == VIN.encode()
 
 
